@@ -1,0 +1,26 @@
+"""spoolq: a broker-less background-job queue for one host."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="spoolq",
+    version="0.1.0",
+    description="A background-job queue for one host: JSON job files in a spool directory, no broker.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["spoolq", "spoolq.*"]),
+    python_requires=">=3.10",
+    install_requires=["watchdog>=3", "filelock>=3.12", "click>=8.1"],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1", "supervisor>=4.2", "ruff>=0.5"],
+        "bench": ["huey>=2.5", "celery[redis]>=5.3", "redis>=5", "rq>=1.15", "dramatiq[redis]>=1.15"],
+    },
+    entry_points={"console_scripts": ["spoolq = spoolq.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX",
+        "Topic :: System :: Distributed Computing",
+    ],
+)

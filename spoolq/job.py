@@ -1,0 +1,414 @@
+"""The job record and its one JSON codec (job format version 1).
+
+A job is what a file in the spool says, nothing more: this module turns bytes into a frozen
+:class:`Job` and back, and computes the next version of a job after an outcome.  It never
+touches files or reads the clock; every transition takes ``now``, so the same inputs give the
+same file.  Fields this version does not know are kept in ``extra`` and written back unchanged,
+so a job written by a newer producer survives every move made by an older supervisor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import unicodedata
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .errors import InvalidJobId, JobFormatError
+
+FORMAT_VERSION = 1
+MAX_ID_CHARS = 128
+# A file name is at most 255 bytes; the longest prefix we add ("R-<stamp>-") plus ".json"
+# takes 31, so ids are capped in encoded bytes as well as in characters.
+MAX_ID_BYTES = 200
+MAX_TASK_NAME_CHARS = 200
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+# Deeper JSON than this is refused before Python's recursion limit turns it into a crash.
+MAX_NESTING = 64
+
+UTC = timezone.utc
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+STAMP_LEN = len("20261125T031500.123456Z")
+
+_KNOWN = (
+    "v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "retries", "max_retries",
+    "errors", "priority", "expires", "time_limit", "queue", "result_ttl", "result", "finished_at",
+    "result_expires",
+)  # fmt: skip
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the only clock read in this module's users)."""
+    return datetime.now(UTC)
+
+
+def format_ts(dt: datetime) -> str:
+    """A timestamp as the job file writes it: ISO 8601, UTC, microseconds, ``Z``."""
+    return as_utc(dt).strftime(_ISO_FORMAT)
+
+
+def stamp(dt: datetime) -> str:
+    """A timestamp as file names carry it: sorts as text, reads as a time."""
+    return as_utc(dt).strftime(_STAMP_FORMAT)
+
+
+def parse_stamp(text: str) -> datetime:
+    """Reverse of :func:`stamp`; raises ValueError on anything else."""
+    return datetime.strptime(text, _STAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def parse_ts(text: str) -> datetime:
+    """Read a timestamp written by :func:`format_ts`, or any ISO 8601 time with an offset.
+
+    A time without an offset is refused rather than guessed: a job written by a shell script
+    in local time would otherwise run hours early or late.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a timestamp string, got {type(text).__name__}")
+    value = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone (end it with Z)")
+    return dt.astimezone(UTC)
+
+
+def as_utc(dt: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken as UTC, as Celery does with enable_utc."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def validate_id(job_id: object) -> str:
+    """Return ``job_id`` if it can safely name a file inside one spool directory.
+
+    Raises:
+        InvalidJobId: empty, too long, a path separator, ``..``, a leading dot, or a control,
+            surrogate or line/paragraph separator character.
+    """
+    if not isinstance(job_id, str):
+        raise InvalidJobId(job_id, f"must be a string, not {type(job_id).__name__}")
+    if not job_id:
+        raise InvalidJobId(job_id, "must not be empty")
+    if len(job_id) > MAX_ID_CHARS:
+        raise InvalidJobId(job_id, f"longer than {MAX_ID_CHARS} characters")
+    if "/" in job_id or "\\" in job_id:
+        raise InvalidJobId(job_id, "contains a path separator")
+    if ".." in job_id:
+        raise InvalidJobId(job_id, "contains '..'")
+    if job_id.startswith("."):
+        raise InvalidJobId(job_id, "starts with '.' (hidden files are not jobs)")
+    for ch in job_id:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch == "\x7f":
+            raise InvalidJobId(job_id, f"contains the control character {ch!r}")
+    if len(job_id.encode("utf-8")) > MAX_ID_BYTES:
+        raise InvalidJobId(job_id, f"longer than {MAX_ID_BYTES} bytes in UTF-8")
+    return job_id
+
+
+def check_json_args(args: Any, kwargs: Any) -> tuple[list, dict]:
+    """Check that every argument is JSON and say which one is not.
+
+    Returns:
+        ``(list(args), dict(kwargs))`` ready for a job.
+    Raises:
+        JobFormatError: naming the first argument that JSON cannot carry.
+    """
+    if args is None:
+        args = []
+    if kwargs is None:
+        kwargs = {}
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+        raise JobFormatError(f"args must be a list or tuple, not {type(args).__name__}", field="args")
+    if not isinstance(kwargs, dict):
+        raise JobFormatError(f"kwargs must be a dict, not {type(kwargs).__name__}", field="kwargs")
+    for i, value in enumerate(args):
+        _check_json_value(value, f"argument {i + 1} (args[{i}])")
+    for key, value in kwargs.items():
+        if not isinstance(key, str):
+            raise JobFormatError(f"keyword argument names must be strings, got {key!r}", field="kwargs")
+        _check_json_value(value, f"keyword argument {key!r}")
+    return list(args), dict(kwargs)
+
+
+def _check_json_value(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise JobFormatError(f"{what} is not JSON-serializable: {exc}", field="args") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One job, as its file says.
+
+    Times are aware UTC datetimes; ``errors`` is the whole history, oldest first;
+    ``extra`` holds the fields this version does not know, written back unchanged.
+    """
+
+    id: str
+    task: str
+    args: list = dataclasses.field(default_factory=list)
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    enqueued_at: datetime = dataclasses.field(default_factory=utcnow)
+    eta: datetime | None = None
+    retries: int = 0
+    max_retries: int | None = None
+    errors: tuple[dict, ...] = ()
+    priority: int = 0
+    expires: datetime | None = None
+    time_limit: float | None = None
+    queue: str | None = None
+    result_ttl: float | None = None
+    result: Any = None
+    finished_at: datetime | None = None
+    result_expires: datetime | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    v: int = FORMAT_VERSION
+
+    # -- codec -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The JSON object of the file, known fields first, then the unknown ones."""
+        d: dict[str, Any] = {
+            "v": self.v,
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "enqueued_at": format_ts(self.enqueued_at),
+            "eta": format_ts(self.eta) if self.eta else None,
+            "retries": self.retries,
+            "max_retries": self.max_retries,
+            "errors": list(self.errors),
+        }
+        if self.priority:
+            d["priority"] = self.priority
+        if self.expires is not None:
+            d["expires"] = format_ts(self.expires)
+        if self.time_limit is not None:
+            d["time_limit"] = self.time_limit
+        if self.queue is not None:
+            d["queue"] = self.queue
+        if self.result_ttl is not None:
+            d["result_ttl"] = self.result_ttl
+        if self.finished_at is not None:
+            d["result"] = self.result
+            d["finished_at"] = format_ts(self.finished_at)
+        if self.result_expires is not None:
+            d["result_expires"] = format_ts(self.result_expires)
+        for key, value in self.extra.items():
+            d.setdefault(key, value)
+        return d
+
+    def to_json(self) -> bytes:
+        """The bytes of the job file: UTF-8 JSON, one line, ending in a newline."""
+        return encode_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Job:
+        """Parse and validate a job file.
+
+        Raises:
+            JobFormatError: not UTF-8, not JSON, too deeply nested, or not a valid job.
+        """
+        return cls.from_dict(decode_json(data))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Job:
+        """Validate a decoded JSON value as a job; see :meth:`from_json`."""
+        if not isinstance(d, dict):
+            raise JobFormatError(f"a job must be a JSON object, not {_json_type(d)}")
+        v = _field(d, "v", int, required=True)
+        if v != FORMAT_VERSION:
+            raise JobFormatError(f"unsupported job format version {v!r} (this reads {FORMAT_VERSION})", field="v")
+        try:
+            job_id = validate_id(d.get("id"))
+        except InvalidJobId as exc:
+            raise JobFormatError(str(exc), field="id") from None
+        task = _field(d, "task", str, required=True)
+        if not task or len(task) > MAX_TASK_NAME_CHARS:
+            raise JobFormatError(f"field 'task' must be 1 to {MAX_TASK_NAME_CHARS} characters", field="task")
+        args = _field(d, "args", list, default=[])
+        kwargs = _field(d, "kwargs", dict, default={})
+        retries = _field(d, "retries", int, default=0)
+        if retries < 0:
+            raise JobFormatError("field 'retries' must not be negative", field="retries")
+        max_retries = _field(d, "max_retries", int, default=None)
+        if max_retries is not None and max_retries < 0:
+            raise JobFormatError("field 'max_retries' must not be negative", field="max_retries")
+        errors = _field(d, "errors", list, default=[])
+        if not all(isinstance(e, dict) for e in errors):
+            raise JobFormatError("field 'errors' must be a list of objects", field="errors")
+        priority = _field(d, "priority", int, default=0)
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise JobFormatError(f"field 'priority' must be {MIN_PRIORITY} to {MAX_PRIORITY}", field="priority")
+        time_limit = _field(d, "time_limit", (int, float), default=None)
+        if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+            raise JobFormatError("field 'time_limit' must be a positive number of seconds", field="time_limit")
+        result_ttl = _field(d, "result_ttl", (int, float), default=None)
+        if result_ttl is not None and not (math.isfinite(result_ttl) and result_ttl >= 0):
+            raise JobFormatError("field 'result_ttl' must be a non-negative number of seconds", field="result_ttl")
+        return cls(
+            v=v,
+            id=job_id,
+            task=task,
+            args=args,
+            kwargs=kwargs,
+            enqueued_at=_ts_field(d, "enqueued_at", required=True),
+            eta=_ts_field(d, "eta"),
+            retries=retries,
+            max_retries=max_retries,
+            errors=tuple(errors),
+            priority=priority,
+            expires=_ts_field(d, "expires"),
+            time_limit=time_limit,
+            queue=_field(d, "queue", str, default=None),
+            result_ttl=result_ttl,
+            result=d.get("result"),
+            finished_at=_ts_field(d, "finished_at"),
+            result_expires=_ts_field(d, "result_expires"),
+            extra={k: v for k, v in d.items() if k not in _KNOWN},
+        )
+
+    # -- pure transitions --------------------------------------------------------------
+
+    def is_due(self, now: datetime) -> bool:
+        """Whether the job may run at ``now``."""
+        return self.eta is None or self.eta <= now
+
+    def is_expired(self, now: datetime) -> bool:
+        """Whether the job's ``expires`` time has passed (it must not run any more)."""
+        return self.expires is not None and self.expires <= now
+
+    def ready_time(self) -> datetime:
+        """The time that orders this job in ``ready/``: when it became due."""
+        return self.eta if self.eta is not None and self.eta > self.enqueued_at else self.enqueued_at
+
+    def with_error(self, error: dict) -> Job:
+        """This job with one more error in its history."""
+        return dataclasses.replace(self, errors=(*self.errors, error))
+
+    def retried(self, error: dict, due: datetime, *, args: list | None = None,
+                kwargs: dict | None = None, max_retries: int | None = None) -> Job:
+        """The next attempt: one more retry charged, the error kept, due at ``due``."""
+        return dataclasses.replace(
+            self,
+            retries=self.retries + 1,
+            errors=(*self.errors, error),
+            eta=due,
+            args=self.args if args is None else list(args),
+            kwargs=self.kwargs if kwargs is None else dict(kwargs),
+            max_retries=self.max_retries if max_retries is None else max_retries,
+        )
+
+    def succeeded(self, result: Any, now: datetime, ttl_s: float | None) -> Job:
+        """The record kept in ``done/``: the result, when it finished and when it expires."""
+        expires = now + timedelta(seconds=ttl_s) if ttl_s is not None else None
+        return dataclasses.replace(self, result=result, finished_at=now, result_expires=expires)
+
+    def reset_for_replay(self) -> Job:
+        """A failed job sent back to run: retries reset, history kept, due now."""
+        return dataclasses.replace(self, retries=0, eta=None, finished_at=None, result=None, result_expires=None)
+
+
+def make_error(exc_type: str, message: str, traceback_text: str, *, attempt: int, at: datetime) -> dict:
+    """One entry of a job's error history."""
+    return {"at": format_ts(at), "attempt": attempt, "type": exc_type, "message": message, "traceback": traceback_text}
+
+
+# -- JSON helpers ------------------------------------------------------------------------
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON, readable with ``cat``; NaN and Infinity are refused."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be UTF-8; escaped, it still round-trips through json.
+        return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(", ", ": ")).encode() + b"\n"
+    except (TypeError, ValueError) as exc:
+        raise JobFormatError(f"not JSON-serializable: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JobFormatError(f"{name} is not valid JSON")
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse JSON strictly, without letting deep nesting or NaN through."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JobFormatError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    if _nesting(data) > MAX_NESTING:
+        raise JobFormatError(f"JSON nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise JobFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise JobFormatError("JSON nested too deeply") from None
+
+
+def _nesting(text: str) -> int:
+    """Maximum bracket depth, ignoring brackets inside strings (a cheap pre-check)."""
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_NESTING:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _field(d: dict, key: str, types: type | tuple[type, ...], *, required: bool = False, default: Any = None) -> Any:
+    if key not in d or (d[key] is None and not required):
+        if required:
+            raise JobFormatError(f"missing field {key!r}", field=key)
+        return default
+    value = d[key]
+    # bool is an int in Python but never a count, version or priority in a job.
+    if isinstance(value, bool) or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise JobFormatError(f"field {key!r} must be {names}, not {_json_type(value)}", field=key)
+    return value
+
+
+def _ts_field(d: dict, key: str, *, required: bool = False) -> datetime | None:
+    raw = d.get(key)
+    if raw is None:
+        if required:
+            raise JobFormatError(f"missing field {key!r}", field=key)
+        return None
+    try:
+        return parse_ts(raw)
+    except (ValueError, TypeError) as exc:
+        raise JobFormatError(f"field {key!r} is not a timestamp: {exc}", field=key) from None

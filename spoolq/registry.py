@@ -1,0 +1,146 @@
+"""Task discovery: name → task, filled from entry points and includes (SPEC §4).
+
+An extension declares, in its ``setup.py``::
+
+    entry_points={"spoolq.tasks": ["echo = ckanext.echo.plugin:task_imports"]}
+
+The entry point names either a module (imported for its tasks) or a function returning the
+module paths to import, as CKAN's ``task_imports`` did for Celery.  One broken entry point is
+recorded with its name and error and does not hide the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from .errors import TaskNotFound
+from .task import Task, _shared
+
+ENTRY_POINT_GROUP = "spoolq.tasks"
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """A source of tasks that could not be loaded."""
+
+    source: str  # "entry point echo (ckanext.echo.plugin:task_imports)" or "include foo.bar"
+    error: str  # "ModuleNotFoundError: No module named 'foo'"
+    traceback: str = ""
+
+
+@dataclass
+class Registry:
+    """Tasks by name, with where each came from and what failed to load."""
+
+    tasks: dict[str, Task] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)  # imported, in order, for pool children
+
+    def register(self, task: Task, origin: str = "") -> None:
+        """Add a task; a later registration of the same name wins, as in Celery."""
+        self.tasks[task.name] = task
+        self.origins[task.name] = origin or task.func.__module__
+
+    def get(self, name: str) -> Task:
+        """The task of that name, including ``@spoolq.task`` ones declared since.
+
+        Raises:
+            TaskNotFound: no task has that name.
+        """
+        task = self.tasks.get(name) or _shared.get(name)
+        if task is None:
+            raise TaskNotFound(name)
+        return task
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tasks or name in _shared
+
+    def names(self) -> list[str]:
+        """Every known task name, sorted."""
+        return sorted(set(self.tasks) | set(_shared))
+
+    def origin(self, name: str) -> str:
+        """Where a task came from, for the banner and ``spoolq tasks``."""
+        if name in self.origins:
+            return self.origins[name]
+        task = _shared.get(name)
+        return task.func.__module__ if task else "?"
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def import_module(self, module: str, source: str) -> bool:
+        """Import a task module, recording its tasks' origin, or the error; True on success."""
+        before = set(_shared)
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # noqa: BLE001 - any import failure (even SystemExit) is reported
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.errors.append(LoadError(source, _one_line(exc), traceback.format_exc()))
+            return False
+        if module not in self.modules:
+            self.modules.append(module)
+        for name, task in _shared.items():
+            if name not in self.origins and (name not in before or task.func.__module__ == module):
+                self.origins[name] = f"{source}"
+        return True
+
+    def load_includes(self, modules: Iterable[str]) -> None:
+        """Import ``--include`` / ``imports =`` modules."""
+        for module in modules:
+            self.import_module(module, f"include {module}")
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Load every entry point of the group; each failure is recorded, none stops the rest."""
+        try:
+            eps = sorted(entry_points(group=group), key=lambda ep: ep.name)
+        except Exception as exc:  # noqa: BLE001 - broken metadata must not stop the worker
+            self.errors.append(LoadError(f"entry points {group}", _one_line(exc)))
+            return
+        for ep in eps:
+            label = f"entry point {ep.name} ({ep.value})"
+            try:
+                target = ep.load()
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.errors.append(LoadError(label, _one_line(exc), traceback.format_exc()))
+                continue
+            if isinstance(target, types.ModuleType):
+                self.import_module(target.__name__, label)
+                continue
+            if not callable(target):
+                self.errors.append(LoadError(label, f"TypeError: {ep.value} is neither a module nor a function"))
+                continue
+            try:
+                modules = target()
+                if isinstance(modules, str):
+                    modules = [modules]
+                modules = [str(m) for m in modules]
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.errors.append(LoadError(label, _one_line(exc), traceback.format_exc()))
+                continue
+            for module in modules:
+                self.import_module(module, label)
+
+
+def discover(includes: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:
+    """A registry with the shared tasks, the includes and (by default) the entry points."""
+    registry = Registry()
+    if use_entry_points:
+        registry.load_entry_points()
+    registry.load_includes(includes)
+    return registry
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,549 @@
+"""The spool on disk: the only module that opens, renames or unlinks spool files.
+
+Layout (SPEC §1)::
+
+    SPOOL/
+      tmp/       <ns>.<pid>.<n>.<rand>      being written by its writer, read by nobody
+      new/       <id>.json                  delivered by producers; the only place they write
+      ready/     <R>-<stamp>-<id>.json      R = 9 - priority, stamp = when it became due
+      active/    <id>.json                  claimed by the supervisor, running in a worker
+      delayed/   <stamp>-<id>.json          stamp = due time, so `ls` sorts by due time
+      failed/    <stamp>-<id>.json          stamp = when it failed; non-jobs end in `.bad`
+      done/      <id>.json                  kept results, until they expire
+      spoolq.lock                           flock of the running supervisor; holds its pid
+
+Writes follow Maildir: a unique ``O_EXCL`` name in ``tmp/``, write, fsync, then ``link`` into
+place (a clash raises instead of overwriting) and unlink the temporary name, then fsync the
+directory.  A reader never sees half a file.  Moves between states are renames; the
+supervisor batches their directory fsyncs with :meth:`Spool.barrier` (a rename that a crash
+undoes leaves the job in its previous state, which recovery handles).  Files are never read
+through a symlink, and nothing outside the spool is ever opened, changed or removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import filelock
+
+from .errors import DuplicateJob, JobFormatError, JobNotFound, JobTooLarge, SpoolError, SpoolLocked
+from .job import MAX_PRIORITY, STAMP_LEN, Job, parse_stamp, stamp
+
+TMP, NEW, READY, ACTIVE, DELAYED, FAILED, DONE = "tmp", "new", "ready", "active", "delayed", "failed", "done"
+STATES = (NEW, READY, ACTIVE, DELAYED, FAILED, DONE)
+LIVE_STATES = (NEW, READY, ACTIVE, DELAYED)
+LOCK_NAME = "spoolq.lock"
+DEFAULT_MAX_JOB_SIZE = 1024 * 1024
+BAD_SUFFIX = ".bad"
+REASON_SUFFIX = ".reason"
+
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file in a state directory and what its name says."""
+
+    state: str
+    name: str
+    job_id: str | None  # None when the name is not a job's name
+    when: datetime | None  # due time (delayed), ready time (ready), failure time (failed)
+    path: Path
+
+
+def job_name(state: str, job: Job, when: datetime | None = None) -> str:
+    """The file name of ``job`` in ``state``; ``when`` is the time the name sorts by."""
+    if state == READY:
+        return f"{MAX_PRIORITY - job.priority}-{stamp(when or job.ready_time())}-{job.id}.json"
+    if state in (DELAYED, FAILED):
+        if when is None:
+            raise ValueError(f"a {state} name needs a time")
+        return f"{stamp(when)}-{job.id}.json"
+    return f"{job.id}.json"
+
+
+def parse_name(state: str, name: str) -> tuple[str | None, datetime | None]:
+    """The job id and time a file name carries in ``state``, or ``(None, None)`` if it is
+    not a job's name there (a foreign or rejected file)."""
+    if not name.endswith(".json") or name.startswith("."):
+        return None, None
+    base = name[:-5]
+    try:
+        if state == READY:
+            if len(base) > STAMP_LEN + 3 and base[0].isdigit() and base[1] == "-" and base[STAMP_LEN + 2] == "-":
+                return base[STAMP_LEN + 3 :], parse_stamp(base[2 : STAMP_LEN + 2])
+            return None, None
+        if state in (DELAYED, FAILED):
+            if len(base) > STAMP_LEN + 1 and base[STAMP_LEN] == "-":
+                return base[STAMP_LEN + 1 :], parse_stamp(base[:STAMP_LEN])
+            return None, None
+    except ValueError:
+        return None, None
+    return base, None
+
+
+class Spool:
+    """A spool directory.
+
+    Parameters:
+        path: the spool's directory; created (with its states) on first use.
+        fsync: flush files and directories to disk before a write or move counts as done.
+            ``False`` trades durability on power loss for speed; a process crash still loses
+            nothing.
+        max_job_size: largest job file accepted, in bytes.
+        dir_mode, file_mode: permissions of new directories and files.
+        create: create missing directories (the CLI's read-only commands pass False).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        max_job_size: int = DEFAULT_MAX_JOB_SIZE,
+        dir_mode: int = 0o700,
+        file_mode: int = 0o600,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.fsync = fsync
+        self.max_job_size = max_job_size
+        self.dir_mode = dir_mode
+        self.file_mode = file_mode
+        self._counter = 0
+        self._counter_lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._dir_fds: dict[str, int] = {}
+        self._pid = os.getpid()
+        self._ready = False
+        if create:
+            self.ensure()
+
+    # -- layout and safety ---------------------------------------------------------------
+
+    def dir(self, state: str) -> Path:
+        """The directory of a state (or ``tmp``)."""
+        return self.path / state
+
+    def ensure(self) -> None:
+        """Create the layout if missing and refuse a spool that is not safely ours.
+
+        Raises:
+            SpoolError: owned by another user, writable by group or others, a symlink,
+                or not creatable.
+        """
+        if self._ready:
+            return
+        try:
+            self.path.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+            self._check_safe(self.path)
+            for state in (TMP, *STATES):
+                d = self.path / state
+                try:
+                    d.mkdir(mode=self.dir_mode)
+                except FileExistsError:
+                    pass
+                self._check_safe(d)
+        except OSError as exc:
+            raise SpoolError(f"cannot use spool {self.path}: {exc.strerror or exc}") from None
+        self._ready = True
+
+    def _check_safe(self, d: Path) -> None:
+        st = os.lstat(d)
+        if stat.S_ISLNK(st.st_mode) and d != self.path:
+            raise SpoolError(f"spool directory {d} is a symlink; refusing to follow it")
+        st = os.stat(d)
+        if not stat.S_ISDIR(st.st_mode):
+            raise SpoolError(f"{d} is not a directory")
+        if st.st_uid != os.geteuid():
+            raise SpoolError(f"spool directory {d} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
+        if st.st_mode & 0o022 and not (self.dir_mode & 0o022):
+            raise SpoolError(
+                f"spool directory {d} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"run: chmod go-w {d}"
+            )
+
+    def exists(self) -> bool:
+        """Whether the spool's layout is there (read-only commands must not create it)."""
+        return all((self.path / s).is_dir() for s in STATES)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _tmp_name(self) -> str:
+        with self._counter_lock:
+            self._counter += 1
+            n = self._counter
+        pid = os.getpid()
+        if pid != self._pid:  # forked: the inherited directory fds belong to the parent
+            self._pid, self._dir_fds = pid, {}
+        return f"{time_ns()}.{pid}.{n}.{secrets.token_hex(3)}"
+
+    def _write_tmp(self, data: bytes) -> Path:
+        """Write ``data`` to a fresh file in ``tmp/`` and flush it; the caller publishes it."""
+        while True:
+            path = self.path / TMP / self._tmp_name()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+                break
+            except FileExistsError:  # pragma: no cover - needs a clash of ns, pid, counter and random
+                continue
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quietly(path)
+            raise SpoolError(f"cannot write to spool {self.path}: {exc.strerror or exc}") from exc
+        return path
+
+    def _encode(self, job: Job) -> bytes:
+        data = job.to_json()
+        if len(data) > self.max_job_size:
+            raise JobTooLarge(job.id, len(data), self.max_job_size)
+        return data
+
+    def publish(self, job: Job) -> Path:
+        """Deliver a job into ``new/`` atomically and durably; the enqueue is acknowledged
+        when this returns.
+
+        Raises:
+            JobTooLarge: the encoded job is over ``max_job_size``.
+            DuplicateJob: a job with this id is in ``new/`` or ``active/`` (two producers
+                racing on one id: exactly one wins).
+            SpoolError: the write failed (disk full, file-size limit, permissions); nothing
+                is left behind.
+        """
+        return self.publish_many([job])[0]
+
+    def publish_many(self, jobs: Iterable[Job]) -> list[Path]:
+        """Deliver many jobs with one directory flush; each job is still all-or-nothing.
+
+        On an error, the jobs published before it stay published (and are returned by
+        nothing: the caller sees the exception); the failing one leaves nothing behind.
+        """
+        self.ensure()
+        out: list[Path] = []
+        try:
+            for job in jobs:
+                data = self._encode(job)
+                target = self.path / NEW / f"{job.id}.json"
+                if (self.path / ACTIVE / f"{job.id}.json").exists():
+                    raise DuplicateJob(job.id, ACTIVE)
+                tmp = self._write_tmp(data)
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    raise DuplicateJob(job.id, NEW) from None
+                except OSError as exc:
+                    raise SpoolError(f"cannot deliver job {job.id!r}: {exc.strerror or exc}") from exc
+                finally:
+                    _unlink_quietly(tmp)
+                out.append(target)
+        finally:
+            if out:
+                self._sync_dir(NEW)
+        return out
+
+    def write(self, state: str, name: str, job: Job, *, replace: bool = False) -> Path:
+        """Write a job file into a state directory (the supervisor's outcomes).
+
+        ``replace`` allows the name to exist already (a rewrite of the supervisor's own
+        file in ``active/`` or a newer result in ``done/``); otherwise a clash raises
+        FileExistsError and writes nothing.
+        """
+        return self.write_bytes(state, name, job.to_json(), replace=replace)
+
+    def write_bytes(self, state: str, name: str, data: bytes, *, replace: bool = False) -> Path:
+        """See :meth:`write`; ``data`` is written as it is."""
+        tmp = self._write_tmp(data)
+        target = self.path / state / name
+        try:
+            if replace:
+                os.rename(tmp, target)
+            else:
+                os.link(tmp, target)
+        except OSError:
+            _unlink_quietly(tmp)
+            raise
+        if not replace:
+            _unlink_quietly(tmp)
+        self._dirty.add(state)
+        return target
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read_bytes(self, path: Path) -> bytes:
+        """Read a regular file without following a symlink and without blocking on a FIFO.
+
+        Raises:
+            JobFormatError: not a regular file, a hard link, or larger than ``max_job_size``;
+                the message names the cause.
+            FileNotFoundError: it is gone (another process moved it).
+        """
+        try:
+            fd = os.open(path, _O_READ)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise JobFormatError("a symlink, not a job file (not followed)") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise JobFormatError(f"a {_kind(st.st_mode)}, not a job file")
+            if st.st_nlink > 1:
+                raise JobFormatError(f"a hard link ({st.st_nlink} links): may belong outside the spool, not read")
+            if st.st_size > self.max_job_size:
+                raise JobFormatError(f"{st.st_size} bytes, over the limit of {self.max_job_size} bytes")
+            chunks = []
+            remaining = self.max_job_size + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            data = b"".join(chunks)
+            if len(data) > self.max_job_size:
+                raise JobFormatError(f"over the limit of {self.max_job_size} bytes")
+            return data
+        finally:
+            os.close(fd)
+
+    def read(self, path: Path) -> Job:
+        """Read and validate a job file; see :meth:`read_bytes` for what is refused."""
+        return Job.from_json(self.read_bytes(path))
+
+    def scan(self, state: str) -> Iterator[Entry]:
+        """The entries of a state directory, unsorted (the listing is the truth)."""
+        d = self.path / state
+        try:
+            it = os.scandir(d)
+        except FileNotFoundError:
+            return
+        with it:
+            for de in it:
+                job_id, when = parse_name(state, de.name)
+                yield Entry(state, de.name, job_id, when, Path(de.path))
+
+    def entries(self, state: str) -> list[Entry]:
+        """The entries of a state, sorted by name (dispatch order in ``ready/``, due order in
+        ``delayed/``, failure order in ``failed/``)."""
+        return sorted(self.scan(state), key=lambda e: e.name)
+
+    def find(self, job_id: str, states: Iterable[str] = STATES) -> Entry:
+        """The entry of a job by id, searching the given states in order.
+
+        Raises:
+            JobNotFound: in none of them.
+        """
+        for state in states:
+            if state in (NEW, ACTIVE, DONE):
+                p = self.path / state / f"{job_id}.json"
+                if os.path.lexists(p):
+                    return Entry(state, p.name, job_id, None, p)
+                continue
+            for e in self.scan(state):
+                if e.job_id == job_id:
+                    return e
+        raise JobNotFound(job_id)
+
+    def count(self, state: str) -> int:
+        """How many entries a state holds."""
+        return sum(1 for _ in self.scan(state))
+
+    # -- moves --------------------------------------------------------------------------
+
+    def move(self, src: Path, state: str, name: str) -> Path:
+        """Rename a file into a state; its directory is flushed by the next :meth:`barrier`.
+
+        Raises FileExistsError rather than replace another file.
+        """
+        target = self.path / state / name
+        _rename_noreplace(src, target)
+        self._dirty.add(state)
+        self._dirty.add(src.parent.name)
+        return target
+
+    def remove(self, path: Path) -> None:
+        """Unlink a file of the spool (a finished job, an expired result)."""
+        os.unlink(path)
+        self._dirty.add(path.parent.name)
+
+    def reject(self, path: Path, reason: str, now: datetime) -> Path:
+        """Move something that is not a valid job from ``new/`` into ``failed/`` untouched,
+        with the reason beside it in ``<name>.reason``.
+
+        The original is renamed, never read or rewritten: it may be a FIFO, a directory or a
+        symlink pointing outside the spool, and renaming moves the link, not its target.
+        """
+        base = _safe_name(path.name)
+        for n in range(1000):
+            suffix = f".{n}" if n else ""
+            name = f"{stamp(now)}-{base}{suffix}{BAD_SUFFIX}"
+            try:
+                self.write_bytes(FAILED, name + REASON_SUFFIX, (reason.rstrip() + "\n").encode("utf-8"))
+            except FileExistsError:
+                continue
+            try:
+                return self.move(path, FAILED, name)
+            except BaseException:
+                _unlink_quietly(self.path / FAILED / (name + REASON_SUFFIX))
+                raise
+        raise SpoolError(f"cannot find a free name in failed/ for {path.name!r}")  # pragma: no cover
+
+    def barrier(self) -> None:
+        """Flush the directories changed since the last barrier, making moves durable."""
+        dirty, self._dirty = self._dirty, set()
+        for state in dirty:
+            self._sync_dir(state)
+
+    def _sync_dir(self, state: str) -> None:
+        if not self.fsync:
+            return
+        if os.getpid() != self._pid:
+            self._pid, self._dir_fds = os.getpid(), {}
+        fd = self._dir_fds.get(state)
+        if fd is None:
+            fd = os.open(self.path / state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._dir_fds[state] = fd
+        os.fsync(fd)
+
+    def close(self) -> None:
+        """Release the cached directory descriptors."""
+        fds, self._dir_fds = self._dir_fds, {}
+        if os.getpid() == self._pid:
+            for fd in fds.values():
+                os.close(fd)
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def sweep_tmp(self, older_than_s: float, now_s: float) -> list[Path]:
+        """Remove files in ``tmp/`` older than ``older_than_s`` seconds: writers that died.
+
+        A live writer renames its file within milliseconds, so an hour-old one is stale.
+        """
+        removed = []
+        for de in os.scandir(self.path / TMP):
+            try:
+                st = de.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if now_s - st.st_mtime > older_than_s and not stat.S_ISDIR(st.st_mode):
+                _unlink_quietly(Path(de.path))
+                removed.append(Path(de.path))
+        return removed
+
+    def lock(self) -> SupervisorLock:
+        """The supervisor's lock on this spool (not yet acquired)."""
+        return SupervisorLock(self.path / LOCK_NAME)
+
+
+class SupervisorLock:
+    """``spoolq.lock``: one supervisor per spool, with the holder's pid inside for others."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = filelock.FileLock(str(path), timeout=0, mode=0o600)
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`SpoolLocked` naming the holder's pid."""
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise SpoolLocked(str(self.path.parent), self.holder()) from None
+        # A separate descriptor: filelock's own must stay as it is, and the flock is per open
+        # file description, so writing through another one leaves it untouched.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Give the lock up (the pid stays in the file; ``is_held`` is what tells)."""
+        self._lock.release()
+
+    def holder(self) -> int | None:
+        """The pid written by the holder, if any."""
+        try:
+            text = self.path.read_text().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    def is_held(self) -> bool:
+        """Whether some process holds the lock now (probes without keeping it)."""
+        probe = filelock.FileLock(str(self.path), timeout=0)
+        try:
+            probe.acquire()
+        except filelock.Timeout:
+            return True
+        except OSError:
+            return False
+        probe.release()
+        return False
+
+    def __enter__(self) -> SupervisorLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def time_ns() -> int:
+    """Wall-clock nanoseconds, for unique temporary names only (never for logic)."""
+    import time
+
+    return time.time_ns()
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    # Within one spool the supervisor is the only mover, so a check-then-rename cannot race
+    # another mover; the check keeps a bug from silently destroying a job.
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "target exists", str(dst))
+    os.rename(src, dst)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "special file"
+
+
+def _safe_name(name: str) -> str:
+    """A printable, bounded version of a foreign file's name, for its place in failed/."""
+    cleaned = "".join(ch if ch.isprintable() and ch not in "/\\" else "_" for ch in name).lstrip(".")
+    if len(cleaned.encode("utf-8", "replace")) > 150 or not cleaned:
+        cleaned = (cleaned.encode("utf-8", "replace")[:100].decode("utf-8", "ignore") or "file") + "~"
+    return cleaned.encode("utf-8", "replace").decode("utf-8")
