@@ -29,11 +29,6 @@ class PeerBench:
     has_bulk: bool = False
     skip: str | None = None  # reason for not running this peer at all
 
-    @property
-    def n_worker_procs(self) -> int:
-        """How many jobs can run at once (used to size the warm-up)."""
-        return 2
-
 
 def _huey(kind: str, durability: str, redis: bool) -> PeerBench:
     return PeerBench(
