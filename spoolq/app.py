@@ -303,6 +303,10 @@ class AsyncResult:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < _MAX_SECONDS:
         raise JobFormatError(f"{what} must be a non-negative number of seconds, got {value!r}", field=what)
     return float(value)
+
+
+# About 3000 years: beyond it ``now + timedelta(seconds=...)`` overflows datetime (and NaN, inf fail too).
+_MAX_SECONDS = 1e11

@@ -29,7 +29,6 @@ MIN_PRIORITY, MAX_PRIORITY = 0, 9
 MAX_NESTING = 64
 
 UTC = timezone.utc
-_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 STAMP_LEN = len("20261125T031500.123456Z")
 
@@ -47,12 +46,15 @@ def utcnow() -> datetime:
 
 def format_ts(dt: datetime) -> str:
     """A timestamp as the job file writes it: ISO 8601, UTC, microseconds, ``Z``."""
-    return as_utc(dt).strftime(_ISO_FORMAT)
+    # Not strftime: glibc's %Y does not zero-pad years before 1000, which then cannot be read back.
+    d = as_utc(dt)
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}Z"
 
 
 def stamp(dt: datetime) -> str:
     """A timestamp as file names carry it: sorts as text, reads as a time."""
-    return as_utc(dt).strftime(_STAMP_FORMAT)
+    d = as_utc(dt)
+    return f"{d.year:04d}{d.month:02d}{d.day:02d}T{d.hour:02d}{d.minute:02d}{d.second:02d}.{d.microsecond:06d}Z"
 
 
 def parse_stamp(text: str) -> datetime:
@@ -247,10 +249,10 @@ class Job:
         if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             raise JobFormatError(f"field 'priority' must be {MIN_PRIORITY} to {MAX_PRIORITY}", field="priority")
         time_limit = _field(d, "time_limit", (int, float), default=None)
-        if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        if time_limit is not None and not (_finite(time_limit) and time_limit > 0):
             raise JobFormatError("field 'time_limit' must be a positive number of seconds", field="time_limit")
         result_ttl = _field(d, "result_ttl", (int, float), default=None)
-        if result_ttl is not None and not (math.isfinite(result_ttl) and result_ttl >= 0):
+        if result_ttl is not None and not (_finite(result_ttl) and result_ttl >= 0):
             raise JobFormatError("field 'result_ttl' must be a non-negative number of seconds", field="result_ttl")
         return cls(
             v=v,
@@ -352,6 +354,8 @@ def decode_json(data: bytes | str) -> Any:
         return json.loads(data, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise JobFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit conversion limit
+        raise JobFormatError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise JobFormatError("JSON nested too deeply") from None
 
@@ -383,6 +387,13 @@ def _nesting(text: str) -> int:
     return deepest
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
@@ -410,5 +421,5 @@ def _ts_field(d: dict, key: str, *, required: bool = False) -> datetime | None:
         return None
     try:
         return parse_ts(raw)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise JobFormatError(f"field {key!r} is not a timestamp: {exc}", field=key) from None

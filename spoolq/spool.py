@@ -487,6 +487,8 @@ class SupervisorLock:
 
     def is_held(self) -> bool:
         """Whether some process holds the lock now (probes without keeping it)."""
+        if not self.path.exists():  # nobody holds it, and probing would create the file
+            return False
         probe = filelock.FileLock(str(self.path), timeout=0)
         try:
             probe.acquire()

@@ -1,0 +1,563 @@
+"""The ``spoolq`` command: parse, wire, echo, and map errors to documented exit codes.
+
+Each command is a few lines over :mod:`spoolq.app` and :mod:`spoolq.spool`; nothing here
+renames or writes a spool file itself.  Every :class:`~spoolq.errors.SpoolqError` and
+``OSError`` becomes a one-line ``Error: ...`` on stderr and an exit code from :data:`EXIT`,
+never a traceback.  Read-only commands never create a missing spool.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from .app import App
+from .config import Config, load_config
+from .errors import (
+    InvalidJobId,
+    JobFormatError,
+    JobNotFound,
+    ResultTimeout,
+    SpoolError,
+    SpoolqError,
+    TaskFailed,
+)
+from .job import Job, parse_ts, validate_id
+from .spool import ACTIVE, BAD_SUFFIX, FAILED, LIVE_STATES, NEW, REASON_SUFFIX, STATES, Entry, Spool
+
+EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SPOOL, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+ERROR_WIDTH = 60
+
+
+class Fail(click.ClickException):
+    """A one-line error with its exit code (click prints ``Error: <message>`` on stderr)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(" ".join(str(message).split()) or "failed")
+        self.exit_code = code
+
+
+def _exit_code(exc: SpoolqError) -> int:
+    if isinstance(exc, (JobNotFound, TaskFailed)):
+        return EXIT_JOB
+    if isinstance(exc, SpoolError):
+        return EXIT_SPOOL
+    if isinstance(exc, ResultTimeout):
+        return EXIT_TIMEOUT
+    return EXIT_USAGE
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SpoolqError as exc:
+            raise Fail(str(exc), _exit_code(exc)) from None
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise Fail(f"{exc.strerror or exc}{where}", EXIT_SPOOL) from None
+
+
+class Options:
+    """The group's options, turned into a Config, a Spool or an App on demand."""
+
+    def __init__(self, spool: str | None, config_file: str | None) -> None:
+        self.spool = spool
+        self.config_file = config_file
+
+    def config(self, **options: Any) -> Config:
+        return load_config(self.config_file, options={"spool": self.spool, **options})
+
+    def open_spool(self, *, write: bool = False) -> Spool:
+        """The configured spool, which must exist; ``write`` also checks it is safe to change."""
+        c = self.config()
+        spool = Spool(c.spool, fsync=c.fsync, max_job_size=c.max_job_size, dir_mode=c.dir_mode,
+                      file_mode=c.file_mode, create=False)  # fmt: skip
+        if not spool.exists():
+            raise Fail(f"no spool at {spool.path}", EXIT_SPOOL)
+        if write:
+            spool.ensure()
+        return spool
+
+    def app(self) -> App:
+        c = self.config()
+        return App(c.spool, fsync=c.fsync, max_job_size=c.max_job_size, imports=c.imports, config=c,
+                   dir_mode=c.dir_mode, file_mode=c.file_mode)  # fmt: skip
+
+
+pass_options = click.make_pass_decorator(Options)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--spool", metavar="DIR", help="The spool directory [env SPOOLQ_SPOOL; ini spool =; default ./spool].")
+@click.option("--config", "config_file", metavar="FILE", help="An ini file with a [spoolq] section [env SPOOLQ_CONFIG; "
+              "default ./spoolq.ini if present].")  # fmt: skip
+@click.version_option(package_name="spoolq", message="spoolq %(version)s")
+@click.pass_context
+def main(ctx: click.Context, spool: str | None, config_file: str | None) -> None:
+    """spoolq: a background-job queue for one host; jobs are JSON files in a spool directory.
+
+    Settings come from an option, else a SPOOLQ_<KEY> variable, else the [spoolq] section of
+    the ini file, else the default.
+
+    \b
+    Examples:
+      spoolq --spool /var/spool/myapp send NAME.echofunction '["Hello World"]'
+      SPOOLQ_SPOOL=/var/spool/myapp spoolq status
+      spoolq --config spoolq.ini worker -c 4 -I myapp.tasks
+
+    \b
+    Exit status:
+      0  success
+      1  a job failed, was not found, or is in a state that forbids the command;
+         a task source failed to load (tasks)
+      2  bad usage or bad input (arguments, ids, JSON, configuration)
+      3  the spool is missing, unsafe, unwritable or locked
+      4  result: the job did not finish within --wait
+    """
+    ctx.obj = Options(spool, config_file)
+
+
+# -- producing --------------------------------------------------------------------------
+
+
+def _json_arg(text: str | None, what: str, kind: type) -> Any:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text, parse_constant=lambda c: _raise(ValueError(f"{c} is not JSON")))
+    except ValueError as exc:
+        raise Fail(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        example = "'[\"hi\", 2]'" if kind is list else "'{\"key\": \"value\"}'"
+        raise Fail(f"{what} must be a JSON {'array' if kind is list else 'object'}, e.g. {example}")
+    return value
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+@main.command()
+@click.argument("name")
+@click.argument("args_json", required=False, metavar="[ARGS_JSON]")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("--countdown", type=float, metavar="S", help="Run no sooner than S seconds from now.")
+@click.option("--eta", metavar="ISO", help="Run no sooner than this time (ISO 8601 with a zone, e.g. ...Z).")
+@click.option("--id", "task_id", metavar="ID", help="The job id (default: a new UUID).")
+@click.option("--priority", type=click.IntRange(0, 9), help="0 to 9, higher runs first (default 0).")
+@pass_options
+def send(opts: Options, name: str, args_json: str | None, kwargs_json: str | None, countdown: float | None,
+         eta: str | None, task_id: str | None, priority: int | None) -> None:  # fmt: skip
+    """Enqueue the task NAME with ARGS_JSON (a JSON array) and print the job id.
+
+    The task's code need not be importable here: only its name is sent.
+
+    \b
+    Examples:
+      spoolq send NAME.echofunction '["Hello World"]'
+      spoolq send report.build '[2026]' --kwargs '{"fmt": "pdf"}' --countdown 60
+      spoolq send cleanup --eta 2026-11-25T03:15:00Z --id nightly-2026-11-25 --priority 9
+    """
+    args = _json_arg(args_json, "ARGS_JSON", list)
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict)
+    when = None
+    if eta is not None:
+        try:
+            when = parse_ts(eta)
+        except (ValueError, OverflowError) as exc:
+            raise Fail(f"--eta is not a time: {exc}") from None
+    result = opts.app().send_task(name, args, kwargs, countdown=countdown, eta=when, task_id=task_id,
+                                  priority=priority)  # fmt: skip
+    click.echo(result.id)
+
+
+# -- looking ----------------------------------------------------------------------------
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.0f}{unit}" if s >= 10 * size else f"{s / size:.1f}{unit}"
+    return f"{s:.0f}s"
+
+
+_STATE_COLOURS = {"new": "cyan", "ready": "blue", "active": "yellow", "delayed": "magenta", "failed": "red",
+                  "done": "green"}  # fmt: skip
+
+
+def _table(headers: list[str], rows: list[list[str]], colour_col: int | None = None) -> None:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    click.echo(click.style("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), bold=True))
+    for row in rows:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
+        if colour_col is not None:
+            cells[colour_col] = click.style(cells[colour_col], fg=_STATE_COLOURS.get(str(row[colour_col]).strip()))
+        click.echo("  ".join(cells).rstrip())
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_options
+def status(opts: Options, as_json: bool) -> None:
+    """Show how many files each state holds, their ages, and whether a worker runs.
+
+    Ages are seconds since each file was last written (a retry rewrites it).
+
+    \b
+    Examples:
+      spoolq status
+      spoolq --spool /var/spool/myapp status --json
+    """
+    spool = opts.open_spool()
+    now = time.time()
+    states = {}
+    for state in STATES:
+        mtimes = []
+        for e in spool.scan(state):
+            if e.name.endswith(REASON_SUFFIX):
+                continue
+            try:
+                mtimes.append(e.path.lstat().st_mtime)
+            except FileNotFoundError:  # moved while we looked
+                continue
+        states[state] = {"count": len(mtimes), "oldest_age_s": round(now - min(mtimes), 3) if mtimes else None,
+                         "newest_age_s": round(now - max(mtimes), 3) if mtimes else None}  # fmt: skip
+    lock = spool.lock()
+    held = lock.is_held()
+    pid = lock.holder() if held else None
+    if as_json:
+        _emit_json({"spool": str(spool.path), "supervisor": {"running": held, "pid": pid}, "states": states})
+        return
+    click.echo(f"spool {spool.path}")
+    running = click.style(f"running (pid {pid})" if pid else "running", fg="green") if held else "not running"
+    click.echo(f"supervisor: {running}")
+    rows = [[s, str(v["count"]), _age(v["oldest_age_s"]), _age(v["newest_age_s"])] for s, v in states.items()]
+    _table(["STATE", "COUNT", "OLDEST", "NEWEST"], rows, colour_col=0)
+
+
+def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _describe(spool: Spool, entry: Entry, now: float) -> dict | None:
+    """One row of ``ls`` as a dict, or None if the file vanished meanwhile."""
+    row: dict[str, Any] = {"id": entry.job_id or entry.name, "task": None, "state": entry.state, "age_s": None,
+                           "retries": None, "last_error": None, "path": str(entry.path)}  # fmt: skip
+    if entry.name.endswith(BAD_SUFFIX):
+        row["rejected"] = True
+        try:
+            reason = spool.read_bytes(entry.path.with_name(entry.name + REASON_SUFFIX)).decode("utf-8", "replace")
+        except (OSError, SpoolqError):
+            reason = "rejected (no reason file)"
+        row["last_error"] = reason.strip()
+        try:
+            row["age_s"] = round(now - entry.path.lstat().st_mtime, 3)
+        except FileNotFoundError:
+            return None
+        return row
+    try:
+        job = spool.read(entry.path)
+    except FileNotFoundError:
+        return None
+    except JobFormatError as exc:
+        row["last_error"] = f"unreadable: {exc}"
+        return row
+    last = job.errors[-1] if job.errors else None
+    row.update(task=job.task, age_s=round(now - job.enqueued_at.timestamp(), 3), retries=job.retries,
+               eta=job.to_dict()["eta"],
+               last_error=f"{last.get('type')}: {last.get('message')}" if last else None)  # fmt: skip
+    return row
+
+
+@main.command(name="ls")
+@click.argument("state", required=False, type=click.Choice([*STATES, "all"]))
+@click.option("--task", "task_name", metavar="NAME", help="Only jobs of this task.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_options
+def ls(opts: Options, state: str | None, task_name: str | None, limit: int | None, as_json: bool) -> None:
+    """List jobs: id, task, state, age since enqueued, retries, last error.
+
+    STATE is one of new, ready, active, delayed, failed, done, or all; the default is the
+    live states (new, ready, active, delayed).  Rejected files in failed/ (ending in .bad)
+    are listed by file name with the reason they were rejected.
+
+    \b
+    Examples:
+      spoolq ls
+      spoolq ls failed --task NAME.echofunction --limit 20
+      spoolq ls all --json
+    """
+    spool = opts.open_spool()
+    states = LIVE_STATES if state is None else (STATES if state == "all" else (state,))
+    rows: list[dict] = []
+    now = time.time()
+    for s in states:
+        for entry in spool.entries(s):
+            if limit is not None and len(rows) >= limit:
+                break
+            if entry.name.endswith(REASON_SUFFIX):
+                continue
+            row = _describe(spool, entry, now)
+            if row is not None and (task_name is None or row["task"] == task_name):
+                rows.append(row)
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no jobs", err=True)
+        return
+    table = [[r["id"], r["task"] or "-", r["state"], _age(r["age_s"]), "-" if r["retries"] is None else r["retries"],
+              _one_line(r["last_error"]) if r["last_error"] else ""] for r in rows]  # fmt: skip
+    _table(["ID", "TASK", "STATE", "AGE", "RETRIES", "LAST ERROR"], table, colour_col=2)
+
+
+def _job_id(text: str) -> str:
+    try:
+        return validate_id(text)
+    except InvalidJobId as exc:
+        raise Fail(str(exc)) from None
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@pass_options
+def show(opts: Options, job_id: str) -> None:
+    """Print a job as pretty JSON, with its state and path.
+
+    \b
+    Example:
+      spoolq show 5f0c7a9e-2d1b-4c7e-9a51-0e3f2b8d6c11
+    """
+    spool = opts.open_spool()
+    entry = spool.find(_job_id(job_id))
+    out: dict[str, Any] = {"state": entry.state, "path": str(entry.path)}
+    try:
+        out["job"] = spool.read(entry.path).to_dict()
+    except JobFormatError as exc:
+        out["error"] = f"unreadable: {exc}"
+    _emit_json(out)
+
+
+# -- changing ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@pass_options
+def delete(opts: Options, job_id: str) -> None:
+    """Remove a job that is not running (queued, delayed, failed, or a kept result).
+
+    \b
+    Example:
+      spoolq delete nightly-2026-11-25
+    """
+    spool = opts.open_spool(write=True)
+    entry = spool.find(_job_id(job_id))
+    if entry.state == ACTIVE:
+        raise Fail(f"job {job_id!r} is running (in active/); it cannot be deleted", EXIT_JOB)
+    try:
+        spool.remove(entry.path)
+    except FileNotFoundError:
+        raise Fail(f"job {job_id!r} moved from {entry.state}/ while being deleted; try again", EXIT_JOB) from None
+    spool.barrier()
+    click.echo(f"deleted {job_id} from {entry.state}/")
+
+
+@main.command()
+@click.argument("state", type=click.Choice(STATES))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_options
+def purge(opts: Options, state: str, yes: bool) -> None:
+    """Delete every file in STATE (not active: those jobs are running).
+
+    \b
+    Examples:
+      spoolq purge failed
+      spoolq purge done --yes
+    """
+    if state == ACTIVE:
+        raise Fail("refusing to purge active/: those jobs are running (stop the worker first)")
+    spool = opts.open_spool(write=True)
+    entries = list(spool.scan(state))
+    if not entries:
+        click.echo(f"{state}/ is empty")
+        return
+    if not yes:
+        click.confirm(f"Delete {len(entries)} files from {spool.dir(state)}?", abort=True)
+    removed = 0
+    for entry in entries:
+        try:
+            spool.remove(entry.path)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    spool.barrier()
+    click.echo(f"purged {removed} files from {state}/")
+
+
+def _replay(spool: Spool, entry: Entry) -> None:
+    job: Job = spool.read(entry.path)
+    spool.publish(job.reset_for_replay())
+    spool.remove(entry.path)
+    spool.barrier()
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, metavar="ID...")
+@click.option("--all", "retry_all", is_flag=True, help="Every failed job (with --task: of that task).")
+@click.option("--task", "task_name", metavar="NAME", help="With --all: only jobs of this task.")
+@pass_options
+def retry(opts: Options, job_ids: tuple[str, ...], retry_all: bool, task_name: str | None) -> None:
+    """Send failed jobs back to run: retries reset to 0, error history kept.
+
+    \b
+    Examples:
+      spoolq retry 5f0c7a9e-2d1b-4c7e-9a51-0e3f2b8d6c11
+      spoolq retry --all --task NAME.echofunction
+    """
+    if bool(job_ids) == retry_all:
+        raise click.UsageError("give job ids or --all, not both and not neither")
+    if task_name and not retry_all:
+        raise click.UsageError("--task goes with --all")
+    spool = opts.open_spool(write=True)
+    if retry_all:
+        entries = [e for e in spool.entries(FAILED) if e.job_id is not None]
+        if task_name is not None:
+            entries = [e for e in entries if _task_of(spool, e) == task_name]
+    else:
+        entries = [_failed_entry(spool, j) for j in job_ids]
+    for entry in entries:
+        _replay(spool, entry)
+        click.echo(f"{entry.job_id} -> {NEW}/")
+    if retry_all:
+        click.echo(f"retried {len(entries)} jobs", err=True)
+
+
+def _task_of(spool: Spool, entry: Entry) -> str | None:
+    try:
+        return spool.read(entry.path).task
+    except (OSError, JobFormatError):
+        return None
+
+
+def _failed_entry(spool: Spool, text: str) -> Entry:
+    if text.endswith(BAD_SUFFIX) and "/" not in text and (spool.dir(FAILED) / text).exists():
+        raise Fail(f"{text} is a rejected file, not a job; it cannot be retried (see {text}{REASON_SUFFIX})")
+    job_id = _job_id(text)
+    entry = spool.find(job_id)
+    if entry.state != FAILED:
+        raise Fail(f"job {job_id!r} is in {entry.state}/, not failed/; only failed jobs can be retried", EXIT_JOB)
+    return entry
+
+
+# -- tasks and results ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("-I", "--include", "includes", multiple=True, metavar="MODULE", help="Also import this module.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_options
+def tasks(opts: Options, includes: tuple[str, ...], as_json: bool) -> None:
+    """List the tasks found through entry points (group spoolq.tasks), the configured
+    imports and -I modules, and why any of them failed to load.
+
+    \b
+    Examples:
+      spoolq tasks
+      spoolq tasks -I myapp.tasks -I myapp.reports --json
+    """
+    registry = opts.app().load_tasks(includes)
+    found = [{"name": n, "origin": registry.origin(n)} for n in registry.names()]
+    errors = [{"source": e.source, "error": e.error} for e in registry.errors]
+    if as_json:
+        _emit_json({"tasks": found, "errors": errors})
+    else:
+        if found:
+            _table(["TASK", "ORIGIN"], [[t["name"], t["origin"]] for t in found])
+        else:
+            click.echo("no tasks found")
+        for e in errors:
+            click.echo(click.style("cannot load ", fg="red") + f"{e['source']}: {e['error']}", err=True)
+    if errors:
+        sys.exit(EXIT_JOB)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="S",
+              help="Wait up to S seconds for the job to finish.")  # fmt: skip
+@pass_options
+def result(opts: Options, job_id: str, wait: float) -> None:
+    """Print the kept result of a job as JSON (for tasks with result_ttl).
+
+    Exit 1 with the job's last error if it failed; exit 4 if it has not finished within --wait.
+
+    \b
+    Examples:
+      spoolq result 5f0c7a9e-2d1b-4c7e-9a51-0e3f2b8d6c11
+      spoolq result nightly-2026-11-25 --wait 30
+    """
+    spool = opts.open_spool()
+    app = App(spool.path, max_job_size=spool.max_job_size)
+    handle = app.result(_job_id(job_id))
+    try:
+        value = handle.get(timeout=wait)
+    except ResultTimeout:
+        state = handle.state
+        if state == "UNKNOWN":
+            raise Fail(f"no job with id {job_id!r} in the spool (or it finished keeping no result)", EXIT_JOB) from None
+        raise Fail(f"job {job_id!r} is {state}: no result within {wait:g} s", EXIT_TIMEOUT) from None
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+# -- the worker -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N", help="Worker processes [CPU count].")
+@click.option("-I", "--include", "includes", multiple=True, metavar="MODULE", help="Import this task module.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N", help="Replace a worker after N jobs.")
+@click.option("--time-limit", type=click.FloatRange(min=0), metavar="S", help="Hard limit per job: kill after S s.")
+@click.option("--soft-time-limit", type=click.FloatRange(min=0), metavar="S", help="Raise in the task after S s.")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="S", help="Grace for running jobs [30].")
+@click.option("--burst", is_flag=True, help="Exit once nothing is due.")
+@click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+              help="Logging level [INFO].")  # fmt: skip
+@pass_options
+def worker(opts: Options, concurrency: int | None, includes: tuple[str, ...], max_tasks_per_child: int | None,
+           time_limit: float | None, soft_time_limit: float | None, shutdown_timeout: float | None, burst: bool,
+           loglevel: str | None) -> None:  # fmt: skip
+    """Run the supervisor and its pool of worker processes on the spool.
+
+    One worker per spool: a second one exits (status 3) naming the holder's pid.
+
+    \b
+    Examples:
+      spoolq --spool /var/spool/myapp worker -c 4 -I myapp.tasks
+      spoolq worker --burst --loglevel DEBUG
+    """
+    config = load_config(opts.config_file, options={
+        "spool": opts.spool, "concurrency": concurrency, "max_tasks_per_child": max_tasks_per_child,
+        "time_limit": time_limit, "soft_time_limit": soft_time_limit, "shutdown_timeout": shutdown_timeout,
+        "loglevel": loglevel.upper() if loglevel else None,
+    })  # fmt: skip
+    from .supervisor import run_worker
+
+    sys.exit(run_worker(config, includes=tuple(includes), burst=burst))
+
+
+__all__ = ["EXIT_JOB", "EXIT_OK", "EXIT_SPOOL", "EXIT_TIMEOUT", "EXIT_USAGE", "main"]
