@@ -95,6 +95,7 @@ KEYS: dict[str, Key] = {
     "time_limit": Key(_optional(_seconds), None, "hard time limit per job in seconds: the worker is killed"),
     "soft_time_limit": Key(_optional(_seconds), None, "soft time limit per job in seconds: raised in the task"),
     "shutdown_timeout": Key(_seconds, 30.0, "seconds running jobs get to finish on SIGTERM"),
+    "burst_horizon": Key(_seconds, 60.0, "with --burst, wait for delayed jobs due within this many seconds"),
     "rescan_interval": Key(_seconds, 5.0, "seconds between safety rescans of new/ and ready/"),
     "tmp_max_age": Key(_seconds, 3600.0, "seconds after which a file left in tmp/ is removed"),
     "dir_mode": Key(_mode, 0o700, "permissions of the directories spoolq creates (octal)"),

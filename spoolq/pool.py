@@ -1,0 +1,258 @@
+"""The worker pool: N child processes, each running one job at a time.
+
+Children are started through ``multiprocessing``'s forkserver, with the task modules
+preloaded, so a replacement starts in milliseconds and inherits none of the supervisor's file
+descriptors (its spool lock in particular).  Each child has a duplex pipe; the supervisor waits
+on the pipes and on the process sentinels at once, so an answer and a death are both seen
+without polling.  A dead child fails (or retries) only its own job and is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .job import Job, parse_ts
+from .retry import DIED, Outcome
+from .runner import child_main, job_message
+
+
+@dataclass
+class Slot:
+    """One child process and the job it is running, if any."""
+
+    index: int
+    process: Any = None
+    conn: Connection | None = None
+    job: Job | None = None
+    started: float = 0.0  # monotonic seconds
+    deadline: float | None = None  # monotonic seconds of the hard limit
+    hard_limit: float | None = None
+    tasks_done: int = 0
+    killed_for: str = ""  # set when the supervisor killed the child, for the outcome
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+
+@dataclass
+class Pool:
+    """A fixed number of child processes.
+
+    Parameters:
+        size: how many children.
+        modules: task modules each child imports (the supervisor's registry's list).
+        max_tasks_per_child: replace a child after this many jobs (None: never).
+    """
+
+    size: int
+    modules: list[str]
+    max_tasks_per_child: int | None = None
+    slots: list[Slot] = field(default_factory=list)
+    _retiring: list[Any] = field(default_factory=list)
+    _ctx: Any = None
+
+    def start(self) -> None:
+        """Start every child."""
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["spoolq.runner", *self.modules])
+        self.slots = [Slot(i) for i in range(self.size)]
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: Slot) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=child_main, args=(child, self.modules), name=f"spoolq-worker-{slot.index}",
+                                 daemon=True)
+        proc.start()
+        child.close()
+        slot.process, slot.conn = proc, parent
+        slot.job, slot.deadline, slot.tasks_done, slot.killed_for = None, None, 0, ""
+
+    def free(self) -> list[Slot]:
+        """The slots with no job."""
+        return [s for s in self.slots if not s.busy]
+
+    def busy(self) -> list[Slot]:
+        """The slots running a job."""
+        return [s for s in self.slots if s.busy]
+
+    def submit(self, slot: Slot, job: Job, *, soft_limit: float | None, hard_limit: float | None) -> None:
+        """Hand ``job`` to an idle child.  A child that died while idle raises OSError;
+        the caller puts the job back and lets :meth:`collect` replace the child."""
+        assert slot.conn is not None and not slot.busy
+        msg = job_message(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
+                          max_retries=job.max_retries, soft_time_limit=soft_limit)
+        slot.conn.send_bytes(msg)
+        slot.job = job
+        slot.started = time.monotonic()
+        slot.hard_limit = hard_limit
+        slot.deadline = slot.started + hard_limit if hard_limit else None
+
+    def waitables(self) -> list[Any]:
+        """What :func:`multiprocessing.connection.wait` should watch: pipes and sentinels."""
+        out: list[Any] = []
+        for s in self.slots:
+            if s.conn is not None:
+                out.append(s.conn)
+            if s.process is not None:
+                out.append(s.process.sentinel)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest hard-limit deadline of a running job (monotonic seconds)."""
+        deadlines = [s.deadline for s in self.slots if s.busy and s.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+    def enforce_limits(self, now_mono: float) -> None:
+        """Kill the children whose job ran past its hard time limit; :meth:`collect` then
+        reports the death with that cause."""
+        for s in self.slots:
+            if s.busy and s.deadline is not None and now_mono >= s.deadline and not s.killed_for:
+                s.killed_for = f"hard time limit ({s.hard_limit:g} s) exceeded"
+                _kill(s.process)
+
+    def collect(self, ready: list[Any] | None = None) -> list[tuple[Job, Outcome]]:
+        """Read every answer and every death; replace dead or spent children.
+
+        Parameters:
+            ready: the objects :func:`wait` returned (None: look at all slots, without
+                blocking).
+        Returns:
+            ``(job, outcome)`` for each job that ended.
+        """
+        conns = {id(o) for o in ready if not isinstance(o, int)} if ready is not None else set()
+        sentinels = {o for o in ready if isinstance(o, int)} if ready is not None else set()
+        ended: list[tuple[Job, Outcome]] = []
+        for s in self.slots:
+            if ready is not None and id(s.conn) not in conns and s.process.sentinel not in sentinels:
+                continue
+            # Read all pending answers first: a child may have answered and then died.
+            while s.busy and s.conn is not None and _poll(s.conn):
+                try:
+                    data = s.conn.recv_bytes()
+                except (EOFError, OSError):
+                    break
+                job, s.job = s.job, None
+                assert job is not None
+                s.tasks_done += 1
+                ended.append((job, outcome_from_message(json.loads(data))))
+            if not s.process.is_alive():
+                s.process.join(0)
+                if s.busy:
+                    job, s.job = s.job, None
+                    assert job is not None
+                    ended.append((job, died_outcome(s)))
+                self._replace(s)
+            elif not s.busy and self.max_tasks_per_child and s.tasks_done >= self.max_tasks_per_child:
+                self._retire(s)
+        self._reap()
+        return ended
+
+    def _replace(self, slot: Slot) -> None:
+        if slot.conn is not None:
+            slot.conn.close()
+        self._spawn(slot)
+
+    def _retire(self, slot: Slot) -> None:
+        # Closing the pipe ends the child's loop cleanly; it is reaped later, not waited for.
+        assert slot.conn is not None
+        slot.conn.close()
+        self._retiring.append(slot.process)
+        self._spawn(slot)
+
+    def _reap(self) -> None:
+        still = []
+        for proc in self._retiring:
+            proc.join(0)
+            if proc.exitcode is None:
+                still.append(proc)
+        self._retiring = still
+
+    def kill_running(self, reason: str) -> list[Job]:
+        """Kill the children that run a job (shutdown after the timeout); returns their jobs,
+        which the caller puts back in ``ready/`` without charging an attempt."""
+        jobs = []
+        for s in self.slots:
+            if s.busy:
+                _kill(s.process)
+                s.process.join(5)
+                jobs.append(s.job)
+                s.job = None
+        return [j for j in jobs if j is not None]
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop every child: close the pipes (idle children exit), then kill stragglers."""
+        for s in self.slots:
+            if s.conn is not None:
+                s.conn.close()
+                s.conn = None
+        deadline = time.monotonic() + timeout_s
+        for proc in [s.process for s in self.slots if s.process is not None] + self._retiring:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                _kill(proc)
+                proc.join(1)
+        self._retiring = []
+
+    def pids(self) -> list[int]:
+        """The children's pids (for logs and tests)."""
+        return [s.process.pid for s in self.slots if s.process is not None]
+
+
+def outcome_from_message(msg: dict) -> Outcome:
+    """Turn a child's JSON answer into an :class:`Outcome`."""
+    return Outcome(
+        kind=msg["kind"],
+        result=msg.get("result"),
+        exc_type=msg.get("type", ""),
+        message=msg.get("message", ""),
+        traceback=msg.get("traceback", ""),
+        autoretry=bool(msg.get("autoretry")),
+        countdown=msg.get("countdown"),
+        eta=parse_ts(msg["eta"]) if msg.get("eta") else None,
+        new_args=msg.get("args"),
+        new_kwargs=msg.get("kwargs"),
+        max_retries=msg.get("max_retries"),
+        duration_s=float(msg.get("duration_s") or 0.0),
+    )
+
+
+def died_outcome(slot: Slot) -> Outcome:
+    """The outcome of a job whose child ended without answering, with the cause."""
+    code = slot.process.exitcode
+    if slot.killed_for:
+        exc_type, message = "TimeLimitExceeded", slot.killed_for
+    elif code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        exc_type, message = "WorkerLost", f"worker died: signal {-code} ({name})"
+    else:
+        exc_type, message = "WorkerLost", f"worker exited with code {code}"
+    return Outcome(kind=DIED, exc_type=exc_type, message=message, duration_s=time.monotonic() - slot.started)
+
+
+def _poll(conn: Connection) -> bool:
+    try:
+        return conn.poll()
+    except (EOFError, OSError):
+        return False
+
+
+def _kill(proc: Any) -> None:
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+__all__ = ["Pool", "Slot", "died_outcome", "outcome_from_message", "wait"]

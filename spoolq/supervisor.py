@@ -1,0 +1,588 @@
+"""The supervisor: one process per spool that moves jobs and feeds the pool.
+
+::
+
+      producers                     supervisor (this module)                 pool children
+    ─────────────┐   ingest      ┌──────────┐  dispatch   ┌──────────┐  pipe  ┌──────────┐
+    tmp/ ─► new/ ├──────────────►│  ready/  ├────────────►│ active/  ├───────►│ runner   │
+                 │   (future eta)└──────────┘  (rename =  └────┬─────┘◄───────┤ (task)   │
+                 └──────────────►┌──────────┐   claim)         │ settle       └──────────┘
+                                 │ delayed/ ├─► ready/ when due│
+                                 └──────────┘◄─────────────────┤ retry
+                        failed/ ◄── invalid, unknown task,     ├─► failed/  (given up)
+                                    duplicate id                ├─► done/    (result kept)
+                                                                └─► deleted  (success)
+
+Producers only ever write ``new/``.  Everything else is moved by this process alone, under
+``spoolq.lock``: new → ready/delayed/failed (ingest), delayed → ready (promote),
+ready → active (dispatch), active → delayed/ready/failed/done/gone (settle).  The outcome is
+written into a new file in its destination before the ``active/`` file is removed, so a
+crash at any point leaves the job in at least one state, never none; recovery at start
+removes the stale ``active/`` copy when a newer record exists, and returns the others to
+``ready/``.  Hence at-least-once delivery.
+
+The loop is :meth:`Supervisor.tick` of named steps, repeated by :meth:`Supervisor.run`,
+which sleeps until a child answers or dies, something lands in ``new/``, a signal arrives,
+the next delayed job is due, or the periodic rescan is due.  Signal handlers only set flags.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import random
+import signal
+import stat
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from multiprocessing.connection import wait
+from typing import Any
+
+from .errors import JobFormatError
+from .job import Job, make_error, utcnow
+from .pool import Pool
+from .registry import Registry
+from .retry import DELAY, DELETE, FAIL, KEEP, Outcome, decide
+from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Spool, job_name, parse_name
+from .task import Task
+from .watch import NewWatcher, Waker
+
+log = logging.getLogger("spoolq.worker")
+
+# A producer links its file into new/ and then unlinks the temporary name; between the two
+# the file has two links.  Only a link count that stays above one this long means a hard
+# link to a file elsewhere, which is refused unread.
+LINK_GRACE_S = 2.0
+PRUNE_INTERVAL_S = 60.0
+MAX_BACKOFF_S = 30.0
+
+EventHook = Callable[[str, Job | None, str], None]
+
+
+class Supervisor:
+    """Moves jobs through the spool and runs them in a pool.
+
+    Parameters:
+        spool: the spool.
+        registry: the tasks (the children import ``registry.modules``).
+        concurrency: pool size.
+        max_tasks_per_child, time_limit, soft_time_limit: see ``spoolq worker --help``.
+        shutdown_timeout: seconds running jobs get to finish after SIGTERM/SIGINT.
+        rescan_interval: seconds between safety rescans of ``new/``.
+        tmp_max_age: seconds after which files in ``tmp/`` are stale.
+        burst: exit when nothing is due within ``burst_horizon`` seconds and nothing runs.
+        clock: returns the current UTC time.
+        rnd: random source for retry jitter.
+        on_event: called with (event, job, detail) for received, started, succeeded,
+            retry, failed and rejected; used for progress display.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        registry: Registry,
+        *,
+        concurrency: int,
+        max_tasks_per_child: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        shutdown_timeout: float = 30.0,
+        rescan_interval: float = 5.0,
+        tmp_max_age: float = 3600.0,
+        burst: bool = False,
+        burst_horizon: float = 60.0,
+        clock: Callable[[], datetime] = utcnow,
+        rnd: random.Random | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
+        self.spool = spool
+        self.registry = registry
+        self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child)
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
+        self.shutdown_timeout = shutdown_timeout
+        self.rescan_interval = rescan_interval
+        self.tmp_max_age = tmp_max_age
+        self.burst = burst
+        self.burst_horizon = burst_horizon
+        self.clock = clock
+        self.rnd = rnd or random.Random()
+        self.on_event = on_event
+        self.lock = spool.lock()
+        self.waker = Waker()
+        self.watcher = NewWatcher(spool.dir(NEW), self.waker)
+        # In-memory index of what this process moved; the directories stay the truth.
+        self._ready: list[str] = []  # heap of ready/ names (they sort in dispatch order)
+        self._delayed: list[tuple[datetime, str]] = []  # heap of (due, delayed/ name)
+        self._live: set[str] = set()  # ids in ready/, delayed/ or active/
+        self._unsettled: list[tuple[Job, Outcome]] = []  # outcomes that could not be written yet
+        self._retry_io_at = 0.0  # monotonic time before which failed I/O is not retried
+        self._io_backoff = 0.5
+        self._scan_new = True
+        self._next_rescan = 0.0
+        self._next_prune = 0.0
+        self._deferred_links: dict[str, float] = {}  # new/ names with 2 links, first seen
+        self.stopping = False
+        self.stop_now = False
+        self._stop_deadline: float | None = None
+        self.started = False
+        self.counts = {"received": 0, "succeeded": 0, "retried": 0, "failed": 0, "rejected": 0}
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the lock, recover from a crash, start the pool and the watcher.
+
+        Raises:
+            SpoolLocked: another supervisor holds the spool.
+        """
+        self.spool.ensure()
+        self.lock.acquire()
+        try:
+            self.recover(self.clock())
+            self.pool.start()
+            if not self.watcher.start():
+                log.warning("no filesystem events for %s; relying on rescans every %gs",
+                            self.spool.dir(NEW), self.rescan_interval)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.started = True
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: the first asks for a graceful stop, the second for an immediate
+        one.  The handlers only set flags; the wake-up fd makes the loop notice at once."""
+        signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            self.stop_now = True
+        self.stopping = True
+
+    def run(self) -> int:
+        """Run until stopped (or, with ``burst``, until idle); returns the exit status."""
+        if not self.started:
+            self.start()
+        try:
+            while True:
+                self.tick(self.clock())
+                if self._finished():
+                    break
+                timeout = self._sleep_time(self.clock())
+                ready = wait([*self.pool.waitables(), self.waker.read_fd], timeout)
+                if self.waker.read_fd in ready:
+                    self.waker.drain()
+                    if self.watcher.take_pending():
+                        self._scan_new = True
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        """Return unfinished jobs to ``ready/``, stop the pool and the watcher, unlock."""
+        if not self.started:
+            return
+        self.started = False
+        self.watcher.stop()
+        for job in self.pool.kill_running("supervisor stopping"):
+            self._return_to_ready(job, "stopped before it finished")
+        self._collect_and_settle(self.clock())
+        self.pool.stop()
+        try:
+            self.spool.barrier()
+        except OSError as exc:
+            log.error("cannot flush the spool: %s", exc)
+        self.spool.close()
+        self.lock.release()
+        self.waker.close()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> None:
+        """One step of the loop, without blocking: settle what ended, take in new jobs,
+        promote due ones, dispatch, and flush the directories touched."""
+        mono = time.monotonic()
+        self.pool.enforce_limits(mono)
+        self._collect_and_settle(now)
+        if self.stopping:
+            self._handle_stop(mono)
+        else:
+            if self._scan_new or mono >= self._next_rescan:
+                self.ingest(now)
+            self.promote_due(now)
+            self.dispatch(now)
+        if mono >= self._next_prune:
+            self.prune_results(now)
+            self._next_prune = mono + PRUNE_INTERVAL_S
+        try:
+            self.spool.barrier()
+        except OSError as exc:
+            log.error("cannot flush spool directories: %s", exc)
+
+    def _sleep_time(self, now: datetime) -> float:
+        mono = time.monotonic()
+        candidates = [max(0.0, self._next_rescan - mono)]
+        if self._delayed and not self.stopping:
+            candidates.append((self._delayed[0][0] - now).total_seconds())
+        deadline = self.pool.next_deadline()
+        if deadline is not None:
+            candidates.append(deadline - mono)
+        if self._stop_deadline is not None:
+            candidates.append(self._stop_deadline - mono)
+        if self._unsettled or self._deferred_links:
+            candidates.append(max(0.05, self._retry_io_at - mono))
+        if self._ready and self.pool.free() and not self.stopping:
+            candidates.append(0.0)
+        return max(0.0, min(candidates))
+
+    def _finished(self) -> bool:
+        if self.stopping:
+            return not self.pool.busy()
+        if not self.burst or self.pool.busy() or self._ready or self._unsettled:
+            return False
+        if self._has_new():
+            return False
+        if self._delayed:
+            horizon = self.clock() + timedelta(seconds=self.burst_horizon)
+            return self._delayed[0][0] > horizon
+        return True
+
+    def _has_new(self) -> bool:
+        with os.scandir(self.spool.dir(NEW)) as it:
+            return any(True for _ in it)
+
+    def _handle_stop(self, mono: float) -> None:
+        if self._stop_deadline is None:
+            self._stop_deadline = mono + self.shutdown_timeout
+            log.info("stopping: waiting up to %gs for %d running job(s); send the signal again to stop now",
+                     self.shutdown_timeout, len(self.pool.busy()))
+        if self.stop_now or mono >= self._stop_deadline:
+            for job in self.pool.kill_running("shutdown timeout"):
+                self._return_to_ready(job, "stopped before it finished")
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def recover(self, now: datetime) -> None:
+        """Rebuild the index from the listings and undo what a crash left half done:
+        stale ``tmp/`` files are removed, ``active/`` jobs go back to ``ready/`` (or are
+        dropped when their outcome was already written elsewhere)."""
+        for path in self.spool.sweep_tmp(self.tmp_max_age, time.time()):
+            log.info("removed stale temporary file %s", path.name)
+        for e in self.spool.scan(DELAYED):
+            if e.job_id is None or e.when is None:
+                log.warning("ignoring foreign file delayed/%s (spoolq fsck reports it)", e.name)
+                continue
+            heapq.heappush(self._delayed, (e.when, e.name))
+            self._live.add(e.job_id)
+        for e in self.spool.scan(READY):
+            if e.job_id is None:
+                log.warning("ignoring foreign file ready/%s (spoolq fsck reports it)", e.name)
+                continue
+            heapq.heappush(self._ready, e.name)
+            self._live.add(e.job_id)
+        active = list(self.spool.scan(ACTIVE))
+        if not active:
+            return
+        finished = self._finished_records({e.job_id for e in active if e.job_id})
+        for e in active:
+            try:
+                job = self.spool.read(e.path)
+            except (JobFormatError, OSError) as exc:
+                self._reject(e.path, f"unreadable file in active/ after a crash: {exc}", now)
+                continue
+            if self._outcome_recorded(job, finished.get(job.id, [])):
+                self.spool.remove(e.path)
+                log.info("%s %s: outcome already recorded before the crash; dropped the active copy", job.id, job.task)
+                continue
+            self._return_to_ready(job, "recovered after a crash")
+
+    def _finished_records(self, ids: set[str]) -> dict[str, list[Job]]:
+        found: dict[str, list[Job]] = {}
+        for state in (READY, DELAYED, FAILED, DONE):
+            for e in self.spool.scan(state):
+                if e.job_id in ids:
+                    try:
+                        found.setdefault(e.job_id, []).append(self.spool.read(e.path))
+                    except (JobFormatError, OSError):
+                        continue
+        return found
+
+    @staticmethod
+    def _outcome_recorded(job: Job, others: list[Job]) -> bool:
+        # The same job (same enqueue time) further along: more errors, or finished.
+        return any(
+            o.enqueued_at == job.enqueued_at and (len(o.errors) > len(job.errors) or o.finished_at is not None)
+            for o in others
+        )
+
+    def _return_to_ready(self, job: Job, why: str) -> None:
+        name = job_name(READY, job)
+        try:
+            self.spool.move(self.spool.dir(ACTIVE) / f"{job.id}.json", READY, name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("%s %s: cannot return to ready/ (%s); it stays in active/ until the next start",
+                      job.id, job.task, exc)
+            return
+        heapq.heappush(self._ready, name)
+        self._live.add(job.id)
+        log.info("%s %s: back to ready/ (%s)", job.id, job.task, why)
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def ingest(self, now: datetime) -> None:
+        """Validate everything in ``new/`` and move it on: due → ready, future → delayed,
+        anything wrong → failed with the reason.  One bad file never stops the others."""
+        self._scan_new = False
+        self._next_rescan = time.monotonic() + self.rescan_interval
+        if time.monotonic() < self._retry_io_at and self._unsettled:
+            return
+        for entry in list(self.spool.scan(NEW)):
+            try:
+                self._ingest_one(entry.path, entry.name, now)
+            except OSError as exc:
+                self._io_failed(f"cannot take in new/{entry.name}: {exc}")
+                return
+
+    def _ingest_one(self, path: Any, name: str, now: datetime) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            first = self._deferred_links.setdefault(name, time.monotonic())
+            if time.monotonic() - first < LINK_GRACE_S:
+                self._retry_io_at = time.monotonic() + 0.1
+                return
+        self._deferred_links.pop(name, None)
+        try:
+            job = self.spool.read(path)
+        except FileNotFoundError:
+            return
+        except JobFormatError as exc:
+            self._reject(path, f"new/{name}: {exc}", now)
+            return
+        task = self._task(job.task)
+        if task is None:
+            self._fail_new(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
+            return
+        if job.id in self._live or os.path.lexists(self.spool.dir(ACTIVE) / f"{job.id}.json"):
+            self._fail_new(path, job, "DuplicateJob", f"a job with id {job.id!r} is already queued", now)
+            return
+        self.counts["received"] += 1
+        self._emit("received", job, "")
+        if job.is_due(now):
+            target = job_name(READY, job)
+            self.spool.move(path, READY, target)
+            heapq.heappush(self._ready, target)
+        else:
+            assert job.eta is not None
+            target = job_name(DELAYED, job, job.eta)
+            self.spool.move(path, DELAYED, target)
+            heapq.heappush(self._delayed, (job.eta, target))
+        self._live.add(job.id)
+        log.debug("%s %s: received into %s", job.id, job.task, target)
+
+    def _task(self, name: str) -> Task | None:
+        return self.registry.tasks.get(name) or (self.registry.get(name) if name in self.registry else None)
+
+    def _fail_new(self, path: Any, job: Job, exc_type: str, message: str, now: datetime) -> None:
+        failed = job.with_error(make_error(exc_type, message, "", attempt=job.retries, at=now))
+        self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
+        self.spool.remove(path)
+        self.counts["failed"] += 1
+        log.error("%s %s: failed: %s: %s", job.id, job.task, exc_type, message)
+        self._emit("failed", failed, message)
+
+    def _reject(self, path: Any, reason: str, now: datetime) -> None:
+        self.spool.reject(path, reason, now)
+        self.counts["rejected"] += 1
+        log.error("rejected %s", reason)
+        self._emit("rejected", None, reason)
+
+    # -- delayed → ready ----------------------------------------------------------------
+
+    def promote_due(self, now: datetime) -> None:
+        """Move every delayed job whose time has come into ``ready/``."""
+        while self._delayed and self._delayed[0][0] <= now:
+            due, name = heapq.heappop(self._delayed)
+            path = self.spool.dir(DELAYED) / name
+            job_id = parse_name(DELAYED, name)[0]
+            try:
+                job = self.spool.read(path)
+            except FileNotFoundError:
+                self._live.discard(job_id or "")
+                continue  # an operator removed or moved it
+            except JobFormatError as exc:
+                self._live.discard(job_id or "")
+                self._reject(path, f"delayed/{name}: {exc}", now)
+                continue
+            target = job_name(READY, job, due)
+            try:
+                self.spool.move(path, READY, target)
+            except OSError as exc:
+                heapq.heappush(self._delayed, (due, name))
+                self._io_failed(f"cannot move delayed/{name} to ready/: {exc}")
+                return
+            heapq.heappush(self._ready, target)
+
+    # -- ready → active → pool ----------------------------------------------------------
+
+    def dispatch(self, now: datetime) -> None:
+        """Claim ready jobs in order (rename into ``active/``) and hand them to free children."""
+        for slot in self.pool.free():
+            while self._ready:
+                name = heapq.heappop(self._ready)
+                job = self._claim(name, now)
+                if job is None:
+                    continue
+                task = self._task(job.task)
+                soft = (task.soft_time_limit if task else None) or self.soft_time_limit
+                hard = job.time_limit or (task.time_limit if task else None) or self.time_limit
+                try:
+                    self.pool.submit(slot, job, soft_limit=soft, hard_limit=hard)
+                except (OSError, ValueError):
+                    # The child died while idle; collect() replaces it and the job waits.
+                    self._return_to_ready(job, "worker unavailable")
+                    break
+                self._emit("started", job, "")
+                log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
+                break
+            else:
+                return
+
+    def _claim(self, name: str, now: datetime) -> Job | None:
+        job_id = parse_name(READY, name)[0]
+        if job_id is None:
+            return None
+        active = f"{job_id}.json"
+        try:
+            path = self.spool.move(self.spool.dir(READY) / name, ACTIVE, active)
+        except FileNotFoundError:
+            self._live.discard(job_id)
+            return None
+        except FileExistsError:
+            log.error("ready/%s: a job with this id is already active; left in ready/", name)
+            return None
+        try:
+            job = self.spool.read(path)
+        except (JobFormatError, OSError) as exc:
+            self._live.discard(job_id)
+            self._reject(path, f"ready/{name}: {exc}", now)
+            return None
+        if job.id != job_id:
+            self.spool.move(path, READY, name)
+            self._reject(self.spool.dir(READY) / name, f"ready/{name}: its content says id {job.id!r}", now)
+            self._live.discard(job_id)
+            return None
+        if job.is_expired(now):
+            self._settle_decision(job, "fail", job.with_error(
+                make_error("Expired", f"expired at {job.expires}", "", attempt=job.retries, at=now)), None, now,
+                f"expired at {job.expires}")
+            return None
+        return job
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _collect_and_settle(self, now: datetime) -> None:
+        ended = self.pool.collect()
+        if self._unsettled and time.monotonic() >= self._retry_io_at:
+            ended = self._unsettled + ended
+            self._unsettled = []
+        elif self._unsettled:
+            self._unsettled.extend(ended)
+            return
+        for job, outcome in ended:
+            try:
+                self.settle(job, outcome, now)
+            except OSError as exc:
+                self._unsettled.append((job, outcome))
+                self._io_failed(f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in active/")
+        if not self._unsettled:
+            self._io_backoff = 0.5
+
+    def settle(self, job: Job, outcome: Outcome, now: datetime) -> None:
+        """Record what a run produced and move the job to its next state."""
+        decision = decide(job, outcome, self._task(job.task), now, self.rnd)
+        self._settle_decision(job, decision.action, decision.job, decision.due, now, decision.reason)
+
+    def _settle_decision(self, job: Job, action: str, record: Job, due: datetime | None, now: datetime,
+                         reason: str) -> None:
+        active = self.spool.dir(ACTIVE) / f"{job.id}.json"
+        if action == DELETE:
+            self.spool.remove(active)
+        elif action == KEEP:
+            self.spool.write(DONE, f"{job.id}.json", record, replace=True)
+            self.spool.remove(active)
+        elif action == DELAY:
+            assert due is not None
+            if due <= now:
+                name = job_name(READY, record, due)
+                self.spool.write(READY, name, record)
+                self.spool.remove(active)
+                heapq.heappush(self._ready, name)
+            else:
+                name = job_name(DELAYED, record, due)
+                self.spool.write(DELAYED, name, record)
+                self.spool.remove(active)
+                heapq.heappush(self._delayed, (due, name))
+            self.counts["retried"] += 1
+            log.warning("%s %s: %s", job.id, job.task, reason)
+            self._emit("retry", record, reason)
+            return
+        else:
+            assert action == FAIL
+            self.spool.write(FAILED, job_name(FAILED, record, now), record)
+            self.spool.remove(active)
+            self._live.discard(job.id)
+            self.counts["failed"] += 1
+            log.error("%s %s: failed: %s", job.id, job.task, reason)
+            self._emit("failed", record, reason)
+            return
+        self._live.discard(job.id)
+        self.counts["succeeded"] += 1
+        log.info("%s %s: %s", job.id, job.task, reason)
+        self._emit("succeeded", record, reason)
+
+    def _io_failed(self, message: str) -> None:
+        log.error("%s; retrying in %.1fs", message, self._io_backoff)
+        self._retry_io_at = time.monotonic() + self._io_backoff
+        self._io_backoff = min(MAX_BACKOFF_S, self._io_backoff * 2)
+
+    # -- results ------------------------------------------------------------------------
+
+    def prune_results(self, now: datetime) -> None:
+        """Remove kept results whose time is up."""
+        for e in self.spool.scan(DONE):
+            try:
+                job = self.spool.read(e.path)
+            except (JobFormatError, OSError):
+                continue
+            if job.result_expires is not None and job.result_expires <= now:
+                try:
+                    self.spool.remove(e.path)
+                except OSError:
+                    continue
+
+    def _emit(self, event: str, job: Job | None, detail: str) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event, job, detail)
+            except Exception:  # noqa: BLE001 - a display hook must not stop the queue
+                log.exception("event hook failed")
+
+
+
+def run_worker(*args: Any, **kwargs: Any) -> int:
+    """``spoolq worker``'s entry; see :func:`spoolq.worker.run_worker`."""
+    from .worker import run_worker as _run_worker
+
+    return _run_worker(*args, **kwargs)
+
+
+__all__ = ["Supervisor", "run_worker"]
