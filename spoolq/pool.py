@@ -135,6 +135,7 @@ class Pool:
             if ready is not None and id(s.conn) not in conns and s.process.sentinel not in sentinels:
                 continue
             # Read all pending answers first: a child may have answered and then died.
+            spent = False
             while s.busy and s.conn is not None and _poll(s.conn):
                 try:
                     data = s.conn.recv_bytes()
@@ -143,8 +144,12 @@ class Pool:
                 job, s.job = s.job, None
                 assert job is not None
                 s.tasks_done += 1
-                ended.append((job, outcome_from_message(json.loads(data))))
-            if not s.process.is_alive():
+                outcome = outcome_from_message(json.loads(data))
+                ended.append((job, outcome))
+                spent = outcome.kind == DIED  # the child cannot go on (out of memory) and exits
+            if spent and not s.busy:
+                self._retire(s)
+            elif not s.process.is_alive():
                 s.process.join(0)
                 if s.busy:
                     job, s.job = s.job, None

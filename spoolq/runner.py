@@ -76,6 +76,12 @@ def run_job(registry: Registry, msg: dict) -> dict:
             "max_retries": retry.max_retries,
             "duration_s": time.perf_counter() - started,
         }
+    except MemoryError as exc:
+        # Out of memory: the process, not the input, is at fault, and its heap (or a limit the
+        # task set) may stay exhausted.  Answer as a death; the child then exits and is replaced.
+        out = _error(exc, started, autoretry=False)
+        out.update(kind="died", fatal=True, message=f"worker out of memory ({out['type']}: {out['message']})")
+        return out
     except BaseException as exc:  # noqa: BLE001 - every exception, even SystemExit, is the job's outcome
         return _error(exc, started, autoretry=bool(task.autoretry_for) and isinstance(exc, task.autoretry_for))
     finally:
@@ -126,3 +132,5 @@ def child_main(conn: Any, modules: list[str]) -> None:
             conn.send_bytes(encode_json(outcome))
         except (OSError, ValueError):
             return
+        if outcome.get("fatal"):
+            return  # the pool replaces this child when it reads the answer
