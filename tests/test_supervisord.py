@@ -71,7 +71,8 @@ def write_conf(tmp_path: Path) -> Path:
         "childlogdir": str(tmp_path / "log"),
         "loglevel": "info",
     }
-    conf["rpcinterface:supervisor"] = {"supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"}
+    factory = "supervisor.rpcinterface:make_main_rpcinterface"
+    conf["rpcinterface:supervisor"] = {"supervisor.rpcinterface_factory": factory}
     conf["supervisorctl"] = {"serverurl": f"unix://{sock}"}
     conf["program:spoolq"] = program_section(tmp_path)
     path = tmp_path / "supervisord.conf"
@@ -126,7 +127,7 @@ def supervisord(tmp_path: Path) -> Iterator[Path]:
 
 def test_stop_mid_job_loses_nothing_and_start_drains(supervisord: Path, tmp_path: Path) -> None:
     # Given a worker under supervisord and five slow jobs
-    conf, spool, log = supervisord, tmp_path / "spool", tmp_path / "ran.log"
+    spool, log = tmp_path / "spool", tmp_path / "ran.log"
     app = spoolq.App(spool)
     ids = [app.send_task("sd.slow", args=[n, JOB_SECONDS, str(log)], task_id=f"job-{n}").id for n in range(5)]
 
