@@ -62,7 +62,8 @@ class Pool:
     def start(self) -> None:
         """Start every child."""
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["spoolq.runner", *self.modules])
+        # spoolq._forkserver makes the forkserver immune to a process-group SIGTERM.
+        self._ctx.set_forkserver_preload(["spoolq._forkserver", "spoolq.runner", *self.modules])
         self.slots = [Slot(i) for i in range(self.size)]
         for slot in self.slots:
             self._spawn(slot)

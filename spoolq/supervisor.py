@@ -56,6 +56,10 @@ log = logging.getLogger("spoolq.worker")
 # link to a file elsewhere, which is refused unread.
 LINK_GRACE_S = 2.0
 PRUNE_INTERVAL_S = 60.0
+# Moves (ingest, claim, promote, delete after success) are flushed in batches: a move that a
+# power loss undoes leaves the job in its previous state, to be taken again (at least once).
+# New records (outcomes) are flushed at once by Spool.write before the old copy goes.
+BARRIER_INTERVAL_S = 0.2
 MAX_BACKOFF_S = 30.0
 
 EventHook = Callable[[str, Job | None, str], None]
@@ -123,6 +127,7 @@ class Supervisor:
         self._scan_new = True
         self._next_rescan = 0.0
         self._next_prune = 0.0
+        self._next_barrier = 0.0
         self._deferred_links: dict[str, float] = {}  # new/ names with 2 links, first seen
         self.stopping = False
         self.stop_now = False
@@ -188,9 +193,10 @@ class Supervisor:
             return
         self.started = False
         self.watcher.stop()
+        # Settle the answers already in the pipes first: a job that ended is not run again.
+        self._collect_and_settle(self.clock())
         for job in self.pool.kill_running("supervisor stopping"):
             self._return_to_ready(job, "stopped before it finished")
-        self._collect_and_settle(self.clock())
         self.pool.stop()
         try:
             self.spool.barrier()
@@ -218,10 +224,12 @@ class Supervisor:
         if mono >= self._next_prune:
             self.prune_results(now)
             self._next_prune = mono + PRUNE_INTERVAL_S
-        try:
-            self.spool.barrier()
-        except OSError as exc:
-            log.error("cannot flush spool directories: %s", exc)
+        if mono >= self._next_barrier:
+            self._next_barrier = mono + BARRIER_INTERVAL_S
+            try:
+                self.spool.barrier()
+            except OSError as exc:
+                log.error("cannot flush spool directories: %s", exc)
 
     def _sleep_time(self, now: datetime) -> float:
         mono = time.monotonic()
@@ -233,6 +241,8 @@ class Supervisor:
             candidates.append(deadline - mono)
         if self._stop_deadline is not None:
             candidates.append(self._stop_deadline - mono)
+        if self.spool.dirty:
+            candidates.append(self._next_barrier - mono)
         if self._unsettled or self._deferred_links:
             candidates.append(max(0.05, self._retry_io_at - mono))
         if self._ready and self.pool.free() and not self.stopping:

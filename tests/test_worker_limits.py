@@ -1,0 +1,97 @@
+"""Time limits and child recycling, with real processes.
+
+The hard limit kills the child (the job is charged an attempt with "hard time limit"), the
+soft limit raises SoftTimeLimitExceeded inside the task (which may catch it), and
+``--max-tasks-per-child`` replaces children without losing a job.
+"""
+
+from __future__ import annotations
+
+import pytest
+from worker_helpers import burst, listing, read_job, where
+from worker_tasks import lines
+
+import spoolq
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_the_task_hard_limit_kills_the_child_and_the_job_fails_after_its_retry(tmp_path):
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    job_id = app.send_task("wt.hard", args=[out, "slow"]).id  # time_limit=0.5, max_retries=1
+    app.send_task("wt.record", args=[out, "next"])
+
+    status, _, log = burst(spool, "-c", "1")
+
+    assert status == 0, log
+    attempts = [ln.split()[1] for ln in lines(out) if ln.startswith("slow")]
+    assert len(attempts) == 2 and attempts[0] != attempts[1]  # killed, a new child ran the retry
+    job = read_job(spool, "failed", job_id)
+    assert [e["type"] for e in job["errors"]] == ["TimeLimitExceeded"] * 2
+    assert all("hard time limit (0.5 s) exceeded" in e["message"] for e in job["errors"])
+    assert any(ln.startswith("next ") for ln in lines(out))
+
+
+@pytest.mark.parametrize("where_from", ["option", "job"])
+def test_the_worker_or_job_hard_limit_kills_a_task_without_its_own(tmp_path, where_from):
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    extra = {"time_limit": 0.4} if where_from == "job" else {}
+    job_id = app.send_task("wt.sleep", args=[out, "s", 30], max_retries=0, **extra).id
+
+    status, _, log = burst(spool, "-c", "1", *(["--time-limit", "0.4"] if where_from == "option" else []))
+
+    assert status == 0, log
+    job = read_job(spool, "failed", job_id)
+    assert len(job["errors"]) == 1
+    assert "hard time limit (0.4 s) exceeded" in job["errors"][0]["message"]
+    assert not any(ln.startswith("end") for ln in lines(out))
+
+
+def test_a_soft_limit_raises_inside_the_task_which_can_catch_it(tmp_path):
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    job_id = app.send_task("wt.soft", args=[out, "t"], result_ttl=60).id
+
+    status, _, log = burst(spool, "-c", "1")
+
+    assert status == 0, log
+    assert lines(out) == ["soft t"]
+    assert read_job(spool, "done", job_id)["result"] == "cleaned up"
+
+
+def test_an_uncaught_soft_limit_fails_the_job_with_soft_time_limit_exceeded(tmp_path):
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    job_id = app.send_task("wt.sleep", args=[out, "s", 30], max_retries=0).id
+    app.send_task("wt.record", args=[out, "next"])
+
+    status, _, log = burst(spool, "-c", "1", "--soft-time-limit", "0.3")
+
+    assert status == 0, log
+    job = read_job(spool, "failed", job_id)
+    assert [e["type"] for e in job["errors"]] == ["SoftTimeLimitExceeded"]
+    assert "SoftTimeLimitExceeded" in job["errors"][0]["traceback"]
+    # The child survived its soft limit: the next job ran in the same process, and the
+    # timer was disarmed (the next job was not interrupted).
+    starts = [ln.split()[2] for ln in lines(out) if ln.startswith("start")]
+    nexts = [ln.split()[1] for ln in lines(out) if ln.startswith("next")]
+    assert nexts == starts
+
+
+def test_max_tasks_per_child_recycles_children_without_losing_jobs(tmp_path):
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    ids = [app.send_task("wt.record", args=[out, f"j{i}"]).id for i in range(9)]
+
+    status, _, log = burst(spool, "-c", "1", "--max-tasks-per-child", "2")
+
+    assert status == 0, log
+    ran = [ln.split() for ln in lines(out)]
+    assert sorted(t for t, _ in ran) == sorted(f"j{i}" for i in range(9))
+    pids = [pid for _, pid in ran]
+    assert len(set(pids)) == 5  # 2 + 2 + 2 + 2 + 1
+    assert all(pids.count(p) <= 2 for p in pids)
+    assert all(where(spool, i) == [] for i in ids)
+    assert listing(spool)["failed"] == []
