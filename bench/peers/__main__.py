@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import signal
 import sys
 import time
 from typing import Any
@@ -75,7 +77,7 @@ def notes(results: list[dict[str, Any]]) -> str:
             continue
         extra = {k: v for k, v in r.items()
                  if k not in {"peer", "workload", "durability", "workers", "status",
-                              "traceback"}}
+                              "traceback", "loadavg_1m_before"}}
         if r["status"] != "ok" or r["workload"] in {"drain", "latency", "delayed"}:
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in extra.items())
             lines.append(f"- {r['peer']} / {r['workload']}: {r['status']}: {shown}")
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     workloads = args.workload or list(WORKLOADS)
     results: list[dict[str, Any]] = []
     t0 = time.monotonic()
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so that every child and Redis are still killed.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     with ensure_redis():
         for p in peers:
             for w in workloads:
@@ -124,18 +129,32 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 print(f"{p:15} {w:13} {r['status']:8} {cell(r):28} {r['seconds']:6.1f} s",
                       file=sys.stderr, flush=True)
+                if args.json:  # after each measurement: an interrupted run keeps its data
+                    _save(args.json, scale, time.monotonic() - t0, results)
     total = time.monotonic() - t0
+    load = os.getloadavg()
     print(table(results, workloads))
     print()
     print(notes(results))
     print(f"\n{len(results)} measurements in {total:.0f} s on {platform.node()}"
           f" ({platform.python_implementation()} {platform.python_version()}),"
           f" scale: {'quick' if args.quick else 'default'}"
-          f"{' + ' + ', '.join(args.set) if args.set else ''}")
+          f"{' + ' + ', '.join(args.set) if args.set else ''};"
+          f" load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+          f" ({os.cpu_count()} CPUs): other work on the host skews the numbers")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"scale": scale, "seconds": total, "results": results}, fh, indent=1)
+        _save(args.json, scale, total, results)
     return 0
+
+
+def _save(path: str, scale: dict[str, Any], seconds: float,
+          results: list[dict[str, Any]]) -> None:
+    with open(path, "w") as fh:
+        json.dump({"scale": scale, "seconds": seconds, "results": results}, fh, indent=1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

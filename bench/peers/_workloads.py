@@ -175,7 +175,7 @@ class Run:
         """Run a few no-op jobs so the consumers are surely up before timing anything."""
         self.produce({"mode": "noop", "n": WARMUP_JOBS})
         self.wait_done(WARMUP_JOBS, deadline)
-        time.sleep(0.3)
+        time.sleep(float(self.scale.get("warmup_pause_s", 0.3)))
 
     def wait_stamps(self, n: int, deadline: float) -> list[tuple[float, float]]:
         """Wait until ``n`` stamp jobs have started; return their (ref, start) records."""
@@ -284,17 +284,18 @@ def latency(run: Run) -> dict[str, Any]:
 
 
 def _wait_quiet(run: Run, deadline: float) -> float:
-    """Wait until the consumers stop digesting the backlog (CPU < 10 % over 0.5 s).
+    """Wait until the consumers stop digesting the backlog (CPU < 10 % over a sample).
 
     Some peers (Celery, Dramatiq) pull delayed jobs into worker memory at start-up; the
     soon-due jobs should meet a consumer in its steady state, as in production.
     """
     t_start = time.monotonic()
     limit = min(deadline, t_start + float(run.scale.get("settle_max_s", 30)))
+    sample = float(run.scale.get("settle_sample_s", 0.5))
     while time.monotonic() < limit:
         c0 = run.worker_cpu()
-        time.sleep(0.5)
-        if (run.worker_cpu() - c0) / 0.5 < 0.10:
+        time.sleep(sample)
+        if (run.worker_cpu() - c0) / sample < 0.10:
             break
     return time.monotonic() - t_start
 
@@ -317,11 +318,14 @@ def delayed(run: Run) -> dict[str, Any]:
     settle_s = _wait_quiet(run, deadline)
     run.produce({"mode": "soon", "n": n_soon, "lead": run.scale["soon_lead_s"],
                  "window": run.scale["soon_window_s"]})
+    c_wait, t_wait = run.worker_cpu(), time.time()
     try:
         stamps = run.wait_stamps(n_soon, deadline)
     except BenchTimeout as e:
         got = e.partial.get("stamps", [])
-        e.partial = {"note": f"only {len(got)}/{n_soon} soon-due jobs ran in time"}
+        busy = 100 * (run.worker_cpu() - c_wait) / (time.time() - t_wait)
+        e.partial = {"note": f"only {len(got)}/{n_soon} soon-due jobs ran in time",
+                     "settle_s": settle_s, "consumer_cpu_pct_while_waiting": busy}
         if got:
             late = [(s - due) * 1000 for due, s in got]
             e.partial.update(lateness_p50_ms=percentile(late, 50))
