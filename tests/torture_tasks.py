@@ -106,6 +106,14 @@ def sleep(log_path: str, job_id: str, seconds: float) -> None:
     append_line(log_path, job_id)
 
 
+@spoolq.task(name="torture.keep", result_ttl=3600, max_retries=1000, retry_delay=1)
+def keep(log_path: str, job_id: str, seconds: float = 0.0) -> str:
+    """Sleep, record the id, and return a result that is kept in done/ (a write at settle)."""
+    time.sleep(seconds)
+    append_line(log_path, job_id)
+    return job_id * 20
+
+
 # -- the producer -------------------------------------------------------------------------
 
 
