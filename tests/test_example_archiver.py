@@ -111,8 +111,12 @@ def test_good_and_transiently_failing_fetches_are_archived_with_a_receipt(app, s
     archive = tmp_path / "archive"
     archive.mkdir()
     handles = {
-        name: app.send_task("archiver.fetch", args=[f"{source.base}/{name}.csv", str(archive / f"{name}.csv")],
-                            kwargs={"sha256": CSV_SHA, "columns": ["id", "price"]}, task_id=name)  # fmt: skip
+        name: app.send_task(
+            "archiver.fetch",
+            args=[f"{source.base}/{name}.csv", str(archive / f"{name}.csv")],
+            kwargs={"sha256": CSV_SHA, "columns": ["id", "price"]},
+            task_id=name,
+        )  # fmt: skip
         for name in ("good", "flaky", "slow")
     }
 
@@ -123,13 +127,20 @@ def test_good_and_transiently_failing_fetches_are_archived_with_a_receipt(app, s
     for name, handle in handles.items():
         receipt = handle.get(timeout=0)
         assert (archive / f"{name}.csv").read_bytes() == CSV
-        assert receipt == {"url": f"{source.base}/{name}.csv", "path": str(archive / f"{name}.csv"),
-                           "bytes": len(CSV), "sha256": CSV_SHA, "columns": ["id", "name", "price"], "rows": 3}
+        assert receipt == {
+            "url": f"{source.base}/{name}.csv",
+            "path": str(archive / f"{name}.csv"),
+            "bytes": len(CSV),
+            "sha256": CSV_SHA,
+            "columns": ["id", "name", "price"],
+            "rows": 3,
+        }
     # And the transient failures were retried, their errors kept in the record
     done = {n: json.loads((app.spool.path / "done" / f"{n}.json").read_text()) for n in handles}
     assert done["good"]["errors"] == []
     assert [(e["type"], e["message"]) for e in done["flaky"]["errors"]] == [
-        ("TransientError", f"HTTP 503 Service Unavailable from {source.base}/flaky.csv")]
+        ("TransientError", f"HTTP 503 Service Unavailable from {source.base}/flaky.csv")
+    ]
     assert [e["type"] for e in done["slow"]["errors"]] == ["TransientError"]
     assert "timed out" in done["slow"]["errors"][0]["message"]
     assert source.hits["/flaky.csv"] == 2 and source.hits["/slow.csv"] == 2
