@@ -1,0 +1,1 @@
+"""ckanext-echo: example spoolq tasks."""
