@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import wait
 from typing import Any
 
-from .errors import JobFormatError
+from .errors import JobFormatError, SpoolError
 from .job import Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
@@ -355,7 +355,7 @@ class Supervisor:
         for entry in list(self.spool.scan(NEW)):
             try:
                 self._ingest_one(entry.path, entry.name, now)
-            except OSError as exc:
+            except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
                 self._io_failed(f"cannot take in new/{entry.name}: {exc}")
                 return
 
@@ -510,7 +510,7 @@ class Supervisor:
         for job, outcome in ended:
             try:
                 self.settle(job, outcome, now)
-            except OSError as exc:
+            except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
                 self._unsettled.append((job, outcome))
                 self._io_failed(f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in active/")
         if not self._unsettled:
