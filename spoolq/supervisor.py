@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import wait
 from typing import Any
 
-from .errors import JobFormatError, SpoolError
+from .errors import JobFormatError, JobNotFound, SpoolError
 from .job import Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
@@ -381,7 +381,7 @@ class Supervisor:
         if task is None:
             self._fail_new(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
             return
-        if job.id in self._live or os.path.lexists(self.spool.dir(ACTIVE) / f"{job.id}.json"):
+        if self._is_queued(job.id):
             self._fail_new(path, job, "DuplicateJob", f"a job with id {job.id!r} is already queued", now)
             return
         self.counts["received"] += 1
@@ -397,6 +397,21 @@ class Supervisor:
             heapq.heappush(self._delayed, (job.eta, target))
         self._live.add(job.id)
         log.debug("%s %s: received into %s", job.id, job.task, target)
+
+    def _is_queued(self, job_id: str) -> bool:
+        """Whether a job with this id is in ``ready/``, ``delayed/`` or ``active/`` now.  The
+        index is only a hint: an operator may have moved the file away (``mv delayed/… new/``
+        to run a job now), so a hit is confirmed in the listings before a duplicate is failed."""
+        if os.path.lexists(self.spool.dir(ACTIVE) / f"{job_id}.json"):
+            return True
+        if job_id not in self._live:
+            return False
+        try:
+            self.spool.find(job_id, (READY, DELAYED))
+        except JobNotFound:
+            self._live.discard(job_id)
+            return False
+        return True
 
     def _task(self, name: str) -> Task | None:
         return self.registry.tasks.get(name) or (self.registry.get(name) if name in self.registry else None)
