@@ -368,6 +368,7 @@ class Supervisor:
             first = self._deferred_links.setdefault(name, time.monotonic())
             if time.monotonic() - first < LINK_GRACE_S:
                 self._retry_io_at = time.monotonic() + 0.1
+                self._scan_new = True  # look again soon: the producer's unlink sends no event here
                 return
         self._deferred_links.pop(name, None)
         try:
