@@ -476,6 +476,20 @@ class Spool:
                 removed.append(Path(de.path))
         return removed
 
+    def tmp_twin(self, st: os.stat_result) -> Path | None:
+        """The ``tmp/`` name of a file (given its ``lstat``) that also sits elsewhere in the
+        spool: a producer killed between its link into ``new/`` and its unlink of the
+        temporary name.  The job was delivered whole; only its second name is left over."""
+        with os.scandir(self.path / TMP) as it:
+            for de in it:
+                try:
+                    s = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if s.st_ino == st.st_ino and s.st_dev == st.st_dev:
+                    return Path(de.path)
+        return None
+
     def lock(self) -> SupervisorLock:
         """The supervisor's lock on this spool (not yet acquired)."""
         return SupervisorLock(self.path / LOCK_NAME)

@@ -364,6 +364,13 @@ class Supervisor:
             st = os.lstat(path)
         except FileNotFoundError:
             return
+        twin = self.spool.tmp_twin(st) if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 else None
+        if twin is not None:  # its producer died between link and unlink: delivered whole
+            try:
+                self.spool.remove(twin)
+                st = os.lstat(path)
+            except FileNotFoundError:
+                pass
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             first = self._deferred_links.setdefault(name, time.monotonic())
             if time.monotonic() - first < LINK_GRACE_S:
