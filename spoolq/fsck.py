@@ -251,8 +251,8 @@ def _examine(spool: Spool, state: str, de: os.DirEntry) -> tuple[Finding | None,
     if not name.endswith(".json") or name.startswith("."):
         return Finding(FOREIGN, rel, "not a job file (a job's name ends in .json)"), None
     if st.st_nlink > 1:
-        if state == NEW and time.time() - st.st_ctime < LINK_GRACE_S:
-            return None, None  # a producer between its link() and its unlink()
+        if state == NEW and (time.time() - st.st_ctime < LINK_GRACE_S or spool.tmp_twin(st) is not None):
+            return None, None  # a producer between its link() and its unlink(), or killed there
         return Finding(FOREIGN, rel, f"a hard link ({st.st_nlink} links): may belong outside the spool"), None
     try:
         job = spool.read(Path(de.path))
