@@ -297,7 +297,12 @@ class Spool:
         return self.write_bytes(state, name, job.to_json(), replace=replace)
 
     def write_bytes(self, state: str, name: str, data: bytes, *, replace: bool = False) -> Path:
-        """See :meth:`write`; ``data`` is written as it is."""
+        """See :meth:`write`; ``data`` is written as it is.
+
+        The directory is flushed before this returns: a new record is durable before the
+        caller removes the copy it replaces (STYLE habit 4), unlike plain moves, which
+        :meth:`barrier` flushes in batches because undoing one loses nothing.
+        """
         tmp = self._write_tmp(data)
         target = self.path / state / name
         try:
@@ -310,7 +315,7 @@ class Spool:
             raise
         if not replace:
             _unlink_quietly(tmp)
-        self._dirty.add(state)
+        self._sync_dir(state)
         return target
 
     # -- reading ------------------------------------------------------------------------
@@ -433,6 +438,11 @@ class Spool:
                 _unlink_quietly(self.path / FAILED / (name + REASON_SUFFIX))
                 raise
         raise SpoolError(f"cannot find a free name in failed/ for {path.name!r}")  # pragma: no cover
+
+    @property
+    def dirty(self) -> bool:
+        """Whether moves are waiting for a :meth:`barrier`."""
+        return bool(self._dirty)
 
     def barrier(self) -> None:
         """Flush the directories changed since the last barrier, making moves durable."""
