@@ -55,7 +55,7 @@ DEFAULT_SCALE: dict[str, Any] = {
     # all peers under 15 min although several of them do hit it (drain, delayed); a peer
     # that does is reported with the partial rate it reached. Raise it with --set.
     "timeout_s": 60.0,
-    "prefill_timeout_s": 90.0,  # separate limit for queueing the backlog up front
+    "prefill_timeout_s": 120.0,  # separate limit for queueing the backlog up front
 }
 
 #: A smoke test: every code path, tiny sizes, the whole peer run in well under a minute.

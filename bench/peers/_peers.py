@@ -27,10 +27,13 @@ class PeerBench:
     env: dict[str, str] = field(default_factory=dict)
     needs_redis: bool = False
     has_bulk: bool = False
+    # Producer processes used to queue an unmeasured backlog (drain, delayed). 1 for
+    # SqliteHuey: four concurrent fsyncing writers exceed its 5 s lock timeout here.
+    prefill_procs: int = 4
     skip: str | None = None  # reason for not running this peer at all
 
 
-def _huey(kind: str, durability: str, redis: bool) -> PeerBench:
+def _huey(kind: str, durability: str, redis: bool, prefill_procs: int = 4) -> PeerBench:
     return PeerBench(
         name=f"huey-{kind}",
         module="bench.peers.tasks_huey",
@@ -40,6 +43,7 @@ def _huey(kind: str, durability: str, redis: bool) -> PeerBench:
                        "-k", "process", "-w", "2", "-q"),),
         env={"BENCH_HUEY_KIND": kind},
         needs_redis=redis,
+        prefill_procs=prefill_procs,
     )
 
 
@@ -62,7 +66,7 @@ PEERS: dict[str, PeerBench] = {
     p.name: p
     for p in [
         _huey("file", "no fsync: FileHuey writes files without fsync (page cache only)", False),
-        _huey("sqlite", "durable: SQLite WAL, synchronous=FULL (fsync per commit)", False),
+        _huey("sqlite", "durable: SQLite WAL, synchronous=FULL (fsync per commit)", False, 1),
         _huey("redis", REDIS_NOT_DURABLE, True),
         PeerBench(
             name="celery-redis",

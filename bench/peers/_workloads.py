@@ -145,7 +145,8 @@ class Run:
         if self.peer.has_bulk:
             self.produce({"mode": "bulk", "n": n, "batch": 1000}, budget=self.prefill_budget)
         else:
-            self.produce({"mode": "noop", "n": _ceil_div(n, 4)}, procs=4,
+            k = self.peer.prefill_procs
+            self.produce({"mode": "noop", "n": _ceil_div(n, k)}, procs=k,
                          budget=self.prefill_budget)
 
     @property
@@ -310,11 +311,17 @@ def delayed(run: Run) -> dict[str, Any]:
     ``idle_window_s`` (all their processes and children; Redis' own CPU separately).
     """
     n_far, n_soon = int(run.scale["n_delayed_far"]), int(run.scale["n_delayed_soon"])
-    run.produce({"mode": "far", "n": _ceil_div(n_far, 4), "eta": time.time() + FAR_FUTURE_S},
-                procs=4, budget=run.prefill_budget)
+    k = run.peer.prefill_procs
+    run.produce({"mode": "far", "n": _ceil_div(n_far, k), "eta": time.time() + FAR_FUTURE_S},
+                procs=k, budget=run.prefill_budget)
     deadline = time.monotonic() + run.scale["timeout_s"]
     run.start_workers()
-    run.warm_up(deadline)
+    try:
+        run.warm_up(deadline)
+    except BenchTimeout as e:
+        e.args = (f"warm-up: {e} in time: the consumer was still busy with the"
+                  f" {n_far} far-future jobs queued before it started",)
+        raise
     settle_s = _wait_quiet(run, deadline)
     run.produce({"mode": "soon", "n": n_soon, "lead": run.scale["soon_lead_s"],
                  "window": run.scale["soon_window_s"]})
