@@ -178,11 +178,11 @@ class Supervisor:
                 if self._finished():
                     break
                 timeout = self._sleep_time(self.clock())
-                ready = wait([*self.pool.waitables(), self.waker.read_fd], timeout)
+                ready = wait([*self.pool.waitables(), self.waker.read_fd, *self.watcher.fds()], timeout)
                 if self.waker.read_fd in ready:
                     self.waker.drain()
-                    if self.watcher.take_pending():
-                        self._scan_new = True
+                if self.watcher.take_pending():
+                    self._scan_new = True
         finally:
             self.close()
         return 0
