@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import queue
 import secrets
 import stat
 import threading
@@ -132,6 +133,7 @@ class Spool:
         self._dir_fds: dict[str, int] = {}
         self._pid = os.getpid()
         self._salt = secrets.token_hex(3)
+        self._trash: _Trash | None = None
         self._tmp_dir, self._new_dir, self._active_dir = (str(self.path / d) for d in (TMP, NEW, ACTIVE))
         self._ready = False
         if create:
@@ -417,6 +419,24 @@ class Spool:
         os.unlink(path)
         self._dirty.add(path.parent.name)
 
+    def discard(self, path: Path) -> None:
+        """Take a finished job out of its state now and unlink it in the background.
+
+        Freeing a file's blocks can cost milliseconds (the journal, online discard) while a
+        rename costs microseconds, so the state change is a rename into ``tmp/`` (where no
+        one but its writer reads) and a helper thread does the unlink.  A crash before that
+        leaves a file in ``tmp/`` that the next start sweeps; never a job to run again.
+        """
+        if os.getpid() != self._pid:
+            self._pid, self._dir_fds, self._salt = os.getpid(), {}, secrets.token_hex(3)
+            self._trash = None
+        trash = f"{self._tmp_dir}/{time.time_ns()}.{self._pid}.done.{path.name}"
+        os.rename(path, trash)
+        self._dirty.add(path.parent.name)
+        if self._trash is None:
+            self._trash = _Trash()
+        self._trash.put(trash)
+
     def reject(self, path: Path, reason: str, now: datetime) -> Path:
         """Move something that is not a valid job from ``new/`` into ``failed/`` untouched,
         with the reason beside it in ``<name>.reason``.
@@ -462,7 +482,10 @@ class Spool:
         os.fsync(fd)
 
     def close(self) -> None:
-        """Release the cached directory descriptors."""
+        """Finish pending background unlinks and release the cached directory descriptors."""
+        if self._trash is not None:
+            self._trash.close()
+            self._trash = None
         fds, self._dir_fds = self._dir_fds, {}
         if os.getpid() == self._pid:
             for fd in fds.values():
@@ -503,6 +526,29 @@ class Spool:
     def lock(self) -> SupervisorLock:
         """The supervisor's lock on this spool (not yet acquired)."""
         return SupervisorLock(self.path / LOCK_NAME)
+
+
+class _Trash:
+    """A daemon thread that unlinks discarded files off the supervisor's hot path."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="spoolq-trash", daemon=True)
+        self._thread.start()
+
+    def put(self, path: str) -> None:
+        self._queue.put(path)
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass  # already gone, or the disk is unhappy: the tmp/ sweep removes it later
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout_s)
 
 
 class SupervisorLock:
