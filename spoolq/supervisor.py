@@ -129,6 +129,7 @@ class Supervisor:
         self._next_prune = 0.0
         self._next_barrier = 0.0
         self._deferred_links: dict[str, float] = {}  # new/ names with 2 links, first seen
+        self._saved_signals: tuple[Any, Any, Any] | None = None
         self.stopping = False
         self.stop_now = False
         self._stop_deadline: float | None = None
@@ -159,9 +160,11 @@ class Supervisor:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first asks for a graceful stop, the second for an immediate
         one.  The handlers only set flags; the wake-up fd makes the loop notice at once."""
-        signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self._saved_signals = (
+            signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False),
+            signal.signal(signal.SIGTERM, self._on_signal),
+            signal.signal(signal.SIGINT, self._on_signal),
+        )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stopping:
@@ -204,6 +207,13 @@ class Supervisor:
             log.error("cannot flush the spool: %s", exc)
         self.spool.close()
         self.lock.release()
+        if self._saved_signals is not None:
+            # The wake-up fd is about to be closed (and its number reused): give it back.
+            wakeup_fd, term, intr = self._saved_signals
+            signal.set_wakeup_fd(wakeup_fd)
+            signal.signal(signal.SIGTERM, term)
+            signal.signal(signal.SIGINT, intr)
+            self._saved_signals = None
         self.waker.close()
 
     # -- the loop -----------------------------------------------------------------------
@@ -404,7 +414,7 @@ class Supervisor:
             self.spool.move(path, DELAYED, target)
             heapq.heappush(self._delayed, (job.eta, target))
         self._live.add(job.id)
-        log.debug("%s %s: received into %s", job.id, job.task, target)
+        log.info("%s %s: received into %s", job.id, job.task, target)
 
     def _is_queued(self, job_id: str) -> bool:
         """Whether a job with this id is in ``ready/``, ``delayed/`` or ``active/`` now.  The
