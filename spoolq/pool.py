@@ -152,10 +152,22 @@ class Pool:
                 self._retire(s)
             elif not s.process.is_alive():
                 s.process.join(0)
+                # A child that still holds its pipe open is alive: it is the forkserver (our
+                # only view of its exit) that died.  Kill the orphan, or its job would run
+                # twice at once once retried, and let the forkserver finish dying so that
+                # multiprocessing starts a new one instead of talking to the dead one.
+                orphaned = _connected(s.conn)
+                if orphaned:
+                    _kill(s.process)
+                    _await_forkserver_exit()
                 if s.busy:
                     job, s.job = s.job, None
                     assert job is not None
-                    ended.append((job, died_outcome(s)))
+                    if orphaned:
+                        ended.append((job, Outcome(kind=DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
+                                                   duration_s=time.monotonic() - s.started)))  # fmt: skip
+                    else:
+                        ended.append((job, died_outcome(s)))
                 self._replace(s)
             elif not s.busy and self.max_tasks_per_child and s.tasks_done >= self.max_tasks_per_child:
                 self._retire(s)
@@ -245,6 +257,41 @@ def died_outcome(slot: Slot) -> Outcome:
     else:
         exc_type, message = "WorkerLost", f"worker exited with code {code}"
     return Outcome(kind=DIED, exc_type=exc_type, message=message, duration_s=time.monotonic() - slot.started)
+
+
+FORKSERVER_LOST = "worker lost: the pool's forkserver died; its orphaned child was killed"
+
+
+def _await_forkserver_exit(timeout_s: float = 5.0) -> None:
+    """Wait, without reaping it, until the dead forkserver has exited.
+
+    Its pipes close while it dies, before it becomes a zombie; in that window
+    multiprocessing's ``waitpid(WNOHANG)`` still sees it alive and hands the next child's
+    descriptors to its dying socket, and that spawn never returns.
+    """
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.005)
+
+
+def _connected(conn: Connection | None) -> bool:
+    """Whether the other end of the pipe is still open (no answer waiting, no EOF)."""
+    if conn is None:
+        return False
+    try:
+        return not conn.poll()
+    except (EOFError, OSError):
+        return False
 
 
 def _poll(conn: Connection) -> bool:

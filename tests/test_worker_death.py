@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from worker_helpers import Worker, burst, listing, read_job, wait_for, where
@@ -79,3 +80,41 @@ def test_a_child_killed_from_outside_is_replaced_and_its_job_retried(tmp_path):
     finally:
         assert w.stop() == 0
     assert listing(spool)["active"] == []
+
+
+def _forkserver_of(pid: int) -> int:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == pid and b"multiprocessing.forkserver" in cmdline:
+            return int(entry)
+    raise AssertionError(f"no forkserver under pid {pid}")
+
+
+def test_a_dead_forkserver_does_not_make_a_running_job_run_twice_at_once(tmp_path):
+    # The supervisor learns a child's exit through the forkserver; when the forkserver dies
+    # (OOM killer, kill -9), every child looks dead while it still runs.
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    w = Worker(spool, "-c", "1").wait_ready()
+    try:
+        job_id = app.send_task("wt.sleep", args=[out, "long", 3]).id
+        wait_for(lambda: any(ln.startswith("start long") for ln in lines(out)), what="the job running")
+        first_pid = int(lines(out)[0].split()[2])
+        os.kill(_forkserver_of(w.pid), signal.SIGKILL)
+        wait_for(lambda: where(spool, job_id) == [], timeout=60, what="the job finished")
+        later = app.send_task("wt.record", args=[out, "later"]).id  # the pool still works
+        wait_for(lambda: where(spool, later) == [], what="a later job")
+    finally:
+        assert w.stop() == 0
+    starts = [ln.split()[2] for ln in lines(out) if ln.startswith("start long")]
+    assert len(starts) == 2 and starts[0] == str(first_pid) != starts[1]
+    assert [ln for ln in lines(out) if ln.startswith("end")] == ["end long"]  # the orphan was killed
+    assert "forkserver died" in w.text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_pid, 0)
