@@ -84,9 +84,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _hwm_kib(pid: int) -> int:
+def _hwm_kib(pid: int, key: str = "VmHWM") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
 
@@ -170,10 +170,10 @@ def bench_idle(root: Path, delayed: int, window_s: float) -> dict:
         c0, t0 = _cpu_s(proc.pid), time.perf_counter()
         time.sleep(window_s)
         c1, t1 = _cpu_s(proc.pid), time.perf_counter()
-        hwm = _hwm_kib(proc.pid)
+        hwm, rss = _hwm_kib(proc.pid), _hwm_kib(proc.pid, "VmRSS")
     finally:
         _stop(proc)
-    return {"delayed": delayed, "ingest_s": ingest_s, "window_s": t1 - t0,
+    return {"rss_kib": rss, "delayed": delayed, "ingest_s": ingest_s, "window_s": t1 - t0,
             "cpu_percent": 100 * (c1 - c0) / (t1 - t0), "peak_rss_kib": hwm}  # fmt: skip
 
 
@@ -212,7 +212,7 @@ def main() -> None:
           f"(taking them in took {i['ingest_s']:.1f} s)", flush=True)  # fmt: skip
     print(f"memory    supervisor peak RSS (VmHWM): drain {d['peak_rss_kib'] / 1024:.1f} MiB, "
           f"latency {lt['peak_rss_kib'] / 1024:.1f} MiB, idle with {i['delayed']} delayed "
-          f"{i['peak_rss_kib'] / 1024:.1f} MiB", flush=True)  # fmt: skip
+          f"{i['peak_rss_kib'] / 1024:.1f} MiB (VmRSS once settled {i['rss_kib'] / 1024:.1f} MiB)", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     if not a.keep:
