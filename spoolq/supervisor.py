@@ -29,6 +29,7 @@ the next delayed job is due, or the periodic rescan is due.  Signal handlers onl
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import os
 import random
@@ -56,6 +57,7 @@ log = logging.getLogger("spoolq.worker")
 # link to a file elsewhere, which is refused unread.
 LINK_GRACE_S = 2.0
 PRUNE_INTERVAL_S = 60.0
+INGEST_BATCH = 1000  # files taken in from new/ per tick at most
 # Moves (ingest, claim, promote, delete after success) are flushed in batches: a move that a
 # power loss undoes leaves the job in its previous state, to be taken again (at least once).
 # New records (outcomes) are flushed at once by Spool.write before the old copy goes.
@@ -362,7 +364,12 @@ class Supervisor:
         self._next_rescan = time.monotonic() + self.rescan_interval
         if time.monotonic() < self._retry_io_at and self._unsettled:
             return
-        for entry in list(self.spool.scan(NEW)):
+        # A bounded batch per tick: 100 000 arrivals must not stop the loop for a minute
+        # (answers uncollected, hard time limits unenforced), nor be listed into memory at once.
+        batch = list(itertools.islice(self.spool.scan(NEW), INGEST_BATCH))
+        if len(batch) == INGEST_BATCH:
+            self._next_rescan = time.monotonic()  # more to take in: the next tick goes on at once
+        for entry in batch:
             try:
                 self._ingest_one(entry.path, entry.name, now)
             except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)

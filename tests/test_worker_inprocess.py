@@ -26,3 +26,27 @@ def test_close_gives_back_the_signal_handlers_and_the_wakeup_fd(tmp_path):
     previous = signal.set_wakeup_fd(-1)
     assert previous != waker_fd
     assert not sup.lock.is_held()
+
+
+def test_a_flood_in_new_is_taken_in_by_bounded_batches_without_stopping_the_loop(tmp_path):
+    from spoolq import App
+    from spoolq.supervisor import INGEST_BATCH
+
+    n = INGEST_BATCH * 2 + 10
+    app = App(tmp_path / "spool", fsync=False)
+    app.send_many([("wt.noop", None, None) for _ in range(n)])
+    sup = Supervisor(Spool(tmp_path / "spool", fsync=False), discover(["worker_tasks"], use_entry_points=False),
+                     concurrency=1, rescan_interval=3600)  # fmt: skip
+    sup.start()
+    try:
+        sup.tick(sup.clock())
+        # One tick took in one batch and came back; the loop would not sleep before the next.
+        assert len(list((tmp_path / "spool" / "new").iterdir())) == n - INGEST_BATCH
+        assert sup._sleep_time(sup.clock()) == 0.0
+        for _ in range(3):
+            sup.tick(sup.clock())
+        assert list((tmp_path / "spool" / "new").iterdir()) == []
+        assert sup.counts["received"] == n
+    finally:
+        sup.close()
+    app.spool.close()
