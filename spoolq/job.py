@@ -361,9 +361,11 @@ def decode_json(data: bytes | str) -> Any:
 
 
 def _nesting(text: str) -> int:
-    """Maximum bracket depth, ignoring brackets inside strings (a cheap pre-check)."""
-    if "[" not in text and "{" not in text:
-        return 0
+    """Maximum bracket depth ignoring brackets inside strings, or an upper bound of it when
+    that bound is already within :data:`MAX_NESTING` (a cheap pre-check)."""
+    openers = text.count("[") + text.count("{")
+    if openers <= MAX_NESTING:
+        return openers  # cannot nest deeper than it has openers: skip the walk (the common case)
     depth = deepest = 0
     in_string = escaped = False
     for ch in text:
