@@ -80,7 +80,8 @@ def run_job(registry: Registry, msg: dict) -> dict:
         # Out of memory: the process, not the input, is at fault, and its heap (or a limit the
         # task set) may stay exhausted.  Answer as a death; the child then exits and is replaced.
         out = _error(exc, started, autoretry=False)
-        out.update(kind="died", fatal=True, message=f"worker out of memory ({out['type']}: {out['message']})")
+        detail = f"{out['type']}: {out['message']}" if out["message"] else out["type"]
+        out.update(kind="died", fatal=True, message=f"worker out of memory ({detail})")
         return out
     except BaseException as exc:  # noqa: BLE001 - every exception, even SystemExit, is the job's outcome
         return _error(exc, started, autoretry=bool(task.autoretry_for) and isinstance(exc, task.autoretry_for))

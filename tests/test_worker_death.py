@@ -25,7 +25,7 @@ CAUSES = {
     "segv_signal": ("WorkerLost", "worker died: signal 11 (SIGSEGV)"),
     "exit3": ("WorkerLost", "worker exited with code 3"),
     "sigkill": ("WorkerLost", "worker died: signal 9 (SIGKILL)"),
-    "oom": ("MemoryError", "out of memory"),
+    "oom": ("MemoryError", "worker out of memory (MemoryError)"),
 }
 
 
