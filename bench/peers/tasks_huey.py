@@ -25,7 +25,11 @@ def _make_huey() -> Huey:
     store = os.environ.get("BENCH_STORE_DIR", ".")
     if kind == "file":
         # FileHuey has no fsync option at all: writes reach the page cache only.
-        return FileHuey("bench", path=os.path.join(store, "huey"), results=False)
+        # Create its directory first: FileHuey's own check-then-mkdir races when several
+        # producers start at once on a fresh directory (seen as FileExistsError).
+        path = os.path.join(store, "huey")
+        os.makedirs(path, exist_ok=True)
+        return FileHuey("bench", path=path, results=False)
     if kind == "sqlite":
         # WAL journal and synchronous=FULL (fsync=True): each commit is fsynced.
         return SqliteHuey(
