@@ -20,7 +20,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from worker_tasks import lines
@@ -58,6 +58,7 @@ class SpoolMachine(RuleBasedStateMachine):
         self.app = spoolq.App(self.spool_dir, fsync=False, clock=lambda: self.now)
         self.registry = discover(["worker_tasks"], use_entry_points=False)
         self.ids: dict[str, str] = {}  # id -> kind
+        self.killed_busy = 0
         self.sup = self._new_supervisor()
 
     def _new_supervisor(self) -> Supervisor:
@@ -67,6 +68,7 @@ class SpoolMachine(RuleBasedStateMachine):
         return sup
 
     def teardown(self) -> None:
+        event(f"busy children killed: {min(self.killed_busy, 3)}{'+' if self.killed_busy > 3 else ''}")
         try:
             self.sup.close()
         finally:
@@ -97,13 +99,23 @@ class SpoolMachine(RuleBasedStateMachine):
             wait(self.sup.pool.waitables(), 0.05)
             self.sup.tick(self.now)
 
+    @rule()
+    def tick_without_waiting(self) -> None:
+        """One tick only: children may stay busy, so kills and crashes can hit running jobs."""
+        self.sup.tick(self.now)
+
     @rule(seconds=st.sampled_from([0.1, 1.0, 3.0, 200.0]))
     def advance_clock(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
 
     @rule(busy_only=st.booleans())
     def kill_a_child(self, busy_only: bool) -> None:
-        """SIGKILL a pool child (a busy one if there is one and ``busy_only``)."""
+        """SIGKILL a pool child (with ``busy_only``: tick first to dispatch, then a busy one
+        if there is one)."""
+        if busy_only:
+            self.sup.tick(self.now)
+        if self.sup.pool.busy():
+            self.killed_busy += 1
         slots = self.sup.pool.busy() if busy_only and self.sup.pool.busy() else self.sup.pool.slots
         _kill(slots[0].process.pid)
         slots[0].process.join(5)
@@ -162,7 +174,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
 
 SpoolMachine.TestCase.settings = settings(
-    max_examples=20, stateful_step_count=30, deadline=None,
+    max_examples=40, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )  # fmt: skip
 test_spool_machine = SpoolMachine.TestCase
