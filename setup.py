@@ -15,7 +15,8 @@ setup(
     install_requires=["watchdog>=3", "filelock>=3.12", "click>=8.1"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1", "supervisor>=4.2", "ruff>=0.5"],
-        "bench": ["huey>=2.5", "celery[redis]>=5.3", "redis>=5", "rq>=1.15", "dramatiq[redis]>=1.15"],
+        # Same pins as bench/requirements-bench.txt: the peers' numbers are for these versions.
+        "bench": ["huey==3.5.4", "celery[redis]==5.7.0", "redis==8.1.0", "rq==2.12.0", "dramatiq[redis]==2.2.1"],
     },
     entry_points={"console_scripts": ["spoolq = spoolq.cli:main"]},
     classifiers=[

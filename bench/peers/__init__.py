@@ -79,17 +79,23 @@ QUICK_SCALE: dict[str, Any] = {
 }
 
 
-def run_peer(name: str, workload: str, scale: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_peer(name: str | PeerBench, workload: str, scale: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
     """Measure one workload for one peer and return its numbers (see the module doc).
 
-    ``scale`` overrides keys of ``DEFAULT_SCALE``. Failures are returned, not raised, so
-    one broken peer cannot cost the rest of the table.
+    ``name`` is a key of ``PEERS``, or a ``PeerBench`` not in it (how the main harness
+    measures spoolq itself with this same workload code). ``scale`` overrides keys of
+    ``DEFAULT_SCALE``. Failures are returned, not raised, so one broken peer cannot cost
+    the rest of the table.
     """
-    if name not in PEERS:
+    if isinstance(name, PeerBench):
+        peer, name = name, name.name
+    elif name not in PEERS:
         raise KeyError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    else:
+        peer = PEERS[name]
     if workload not in _WORKLOAD_FUNCS:
         raise KeyError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
-    peer = PEERS[name]
     full_scale = {**DEFAULT_SCALE, **(scale or {})}
     base: dict[str, Any] = {"peer": name, "workload": workload,
                             "durability": peer.durability, "workers": peer.workers}

@@ -88,13 +88,13 @@ def _fmt(v: object) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` overrides of the scale; values parsed as JSON when they parse."""
+def parse_set(items: list[str], base: dict[str, Any] = DEFAULT_SCALE) -> dict[str, Any]:
+    """``KEY=VALUE`` overrides of the scale (keys of ``base``); values parsed as JSON."""
     out: dict[str, Any] = {}
     for item in items:
         key, _, value = item.partition("=")
-        if key not in DEFAULT_SCALE:
-            raise SystemExit(f"unknown scale key {key!r}; known: {', '.join(DEFAULT_SCALE)}")
+        if key not in base:
+            raise SystemExit(f"unknown scale key {key!r}; known: {', '.join(base)}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
