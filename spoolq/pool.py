@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -22,24 +23,43 @@ from .job import Job, parse_ts
 from .retry import DIED, Outcome
 from .runner import child_main, job_message
 
+# Jobs a child may hold at once while jobs are short (see Pool.capacity).
+PREFETCH = 4
+PREFETCH_BELOW_S = 0.005
+
 
 @dataclass
 class Slot:
-    """One child process and the job it is running, if any."""
+    """One child process and the jobs handed to it, the running one first.
+
+    Jobs behind the first are prefetched: already in the child's pipe, started as soon as
+    the one before answers.  Only the first is charged when the child dies; the others go
+    back to ``ready/`` as they were.
+    """
 
     index: int
     process: Any = None
     conn: Connection | None = None
-    job: Job | None = None
-    started: float = 0.0  # monotonic seconds
-    deadline: float | None = None  # monotonic seconds of the hard limit
+    queue: deque[tuple[Job, float | None]] = field(default_factory=deque)  # (job, hard limit)
+    started: float = 0.0  # monotonic seconds the first job started
+    deadline: float | None = None  # monotonic seconds of the first job's hard limit
     hard_limit: float | None = None
     tasks_done: int = 0
     killed_for: str = ""  # set when the supervisor killed the child, for the outcome
 
     @property
     def busy(self) -> bool:
-        return self.job is not None
+        return bool(self.queue)
+
+    @property
+    def job(self) -> Job | None:
+        """The job the child is running now."""
+        return self.queue[0][0] if self.queue else None
+
+    def _start_head(self, now: float) -> None:
+        self.started = now
+        self.hard_limit = self.queue[0][1] if self.queue else None
+        self.deadline = now + self.hard_limit if self.queue and self.hard_limit else None
 
 
 @dataclass
@@ -55,7 +75,10 @@ class Pool:
     size: int
     modules: list[str]
     max_tasks_per_child: int | None = None
+    prefetch: int = PREFETCH
     slots: list[Slot] = field(default_factory=list)
+    requeue: list[Job] = field(default_factory=list)  # prefetched jobs whose child died
+    avg_duration_s: float = 1.0  # moving average of job run times; starts pessimistic
     _retiring: list[Any] = field(default_factory=list)
     _ctx: Any = None
 
@@ -75,27 +98,39 @@ class Pool:
         proc.start()
         child.close()
         slot.process, slot.conn = proc, parent
-        slot.job, slot.deadline, slot.tasks_done, slot.killed_for = None, None, 0, ""
+        slot.queue.clear()
+        slot.deadline, slot.tasks_done, slot.killed_for = None, 0, ""
+
+    def capacity(self) -> int:
+        """How many jobs a child may hold: one, or a few when jobs are short.
+
+        Prefetching hides the supervisor's round trip when jobs take microseconds; with long
+        jobs it would make a job wait behind another while a child sits idle, so it is only
+        used while the recent average run time is under :data:`PREFETCH_BELOW_S`.
+        """
+        if self.max_tasks_per_child or self.avg_duration_s >= PREFETCH_BELOW_S:
+            return 1
+        return self.prefetch
 
     def free(self) -> list[Slot]:
-        """The slots with no job."""
-        return [s for s in self.slots if not s.busy]
+        """The slots that can take one more job, idle ones first."""
+        cap = self.capacity()
+        return sorted((s for s in self.slots if len(s.queue) < cap), key=lambda s: len(s.queue))
 
     def busy(self) -> list[Slot]:
         """The slots running a job."""
         return [s for s in self.slots if s.busy]
 
     def submit(self, slot: Slot, job: Job, *, soft_limit: float | None, hard_limit: float | None) -> None:
-        """Hand ``job`` to an idle child.  A child that died while idle raises OSError;
+        """Hand ``job`` to a child with room for it.  A child that died raises OSError;
         the caller puts the job back and lets :meth:`collect` replace the child."""
-        assert slot.conn is not None and not slot.busy
+        assert slot.conn is not None
         msg = job_message(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
                           max_retries=job.max_retries, soft_time_limit=soft_limit)
         slot.conn.send_bytes(msg)
-        slot.job = job
-        slot.started = time.monotonic()
-        slot.hard_limit = hard_limit
-        slot.deadline = slot.started + hard_limit if hard_limit else None
+        slot.queue.append((job, hard_limit))
+        if len(slot.queue) == 1:
+            slot._start_head(time.monotonic())
 
     def waitables(self) -> list[Any]:
         """What :func:`multiprocessing.connection.wait` should watch: pipes and sentinels."""
@@ -137,18 +172,20 @@ class Pool:
                 continue
             # Read all pending answers first: a child may have answered and then died.
             spent = False
-            while s.busy and s.conn is not None and _poll(s.conn):
+            while s.busy and s.conn is not None and not spent and _poll(s.conn):
                 try:
                     data = s.conn.recv_bytes()
                 except (EOFError, OSError):
                     break
-                job, s.job = s.job, None
-                assert job is not None
+                job, _ = s.queue.popleft()
                 s.tasks_done += 1
                 outcome = outcome_from_message(json.loads(data))
                 ended.append((job, outcome))
+                self.avg_duration_s = 0.8 * self.avg_duration_s + 0.2 * outcome.duration_s
+                s._start_head(time.monotonic())
                 spent = outcome.kind == DIED  # the child cannot go on (out of memory) and exits
-            if spent and not s.busy:
+            if spent:
+                self._requeue_rest(s)
                 self._retire(s)
             elif not s.process.is_alive():
                 s.process.join(0)
@@ -161,8 +198,8 @@ class Pool:
                     _kill(s.process)
                     _await_forkserver_exit()
                 if s.busy:
-                    job, s.job = s.job, None
-                    assert job is not None
+                    job, _ = s.queue.popleft()
+                    self._requeue_rest(s)
                     if orphaned:
                         ended.append((job, Outcome(kind=DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
                                                    duration_s=time.monotonic() - s.started)))  # fmt: skip
@@ -173,6 +210,10 @@ class Pool:
                 self._retire(s)
         self._reap()
         return ended
+
+    def _requeue_rest(self, slot: Slot) -> None:
+        self.requeue.extend(job for job, _ in slot.queue)
+        slot.queue.clear()
 
     def _replace(self, slot: Slot) -> None:
         if slot.conn is not None:
@@ -202,9 +243,9 @@ class Pool:
             if s.busy:
                 _kill(s.process)
                 s.process.join(5)
-                jobs.append(s.job)
-                s.job = None
-        return [j for j in jobs if j is not None]
+                jobs.extend(job for job, _ in s.queue)
+                s.queue.clear()
+        return jobs
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop every child: close the pipes (idle children exit), then kill stragglers."""

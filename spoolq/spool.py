@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import queue
 import secrets
@@ -134,6 +135,7 @@ class Spool:
         self._pid = os.getpid()
         self._salt = secrets.token_hex(3)
         self._trash: _Trash | None = None
+        self._root = str(self.path)
         self._tmp_dir, self._new_dir, self._active_dir = (str(self.path / d) for d in (TMP, NEW, ACTIVE))
         self._ready = False
         if create:
@@ -375,6 +377,14 @@ class Spool:
                 job_id, when = parse_name(state, de.name)
                 yield Entry(state, de.name, job_id, when, Path(de.path))
 
+    def names(self, state: str, limit: int | None = None) -> list[str]:
+        """Up to ``limit`` file names of a state, unsorted, without building entries."""
+        try:
+            with os.scandir(f"{self._root}/{state}") as it:
+                return [de.name for de in itertools.islice(it, limit)]
+        except FileNotFoundError:
+            return []
+
     def entries(self, state: str) -> list[Entry]:
         """The entries of a state, sorted by name (dispatch order in ``ready/``, due order in
         ``delayed/``, failure order in ``failed/``)."""
@@ -403,23 +413,27 @@ class Spool:
 
     # -- moves --------------------------------------------------------------------------
 
-    def move(self, src: Path, state: str, name: str) -> Path:
+    def file(self, state: str, name: str) -> str:
+        """The path of ``name`` in a state, as a plain string (the supervisor's hot path)."""
+        return f"{self._root}/{state}/{name}"
+
+    def move(self, src: str | Path, state: str, name: str) -> str:
         """Rename a file into a state; its directory is flushed by the next :meth:`barrier`.
 
         Raises FileExistsError rather than replace another file.
         """
-        target = self.path / state / name
+        target = f"{self._root}/{state}/{name}"
         _rename_noreplace(src, target)
         self._dirty.add(state)
-        self._dirty.add(src.parent.name)
+        self._dirty.add(_state_of(src))
         return target
 
-    def remove(self, path: Path) -> None:
+    def remove(self, path: str | Path) -> None:
         """Unlink a file of the spool (a finished job, an expired result)."""
         os.unlink(path)
-        self._dirty.add(path.parent.name)
+        self._dirty.add(_state_of(path))
 
-    def discard(self, path: Path) -> None:
+    def discard(self, path: str | Path) -> None:
         """Take a finished job out of its state now and unlink it in the background.
 
         Freeing a file's blocks can cost milliseconds (the journal, online discard) while a
@@ -430,21 +444,21 @@ class Spool:
         if os.getpid() != self._pid:
             self._pid, self._dir_fds, self._salt = os.getpid(), {}, secrets.token_hex(3)
             self._trash = None
-        trash = f"{self._tmp_dir}/{time.time_ns()}.{self._pid}.done.{path.name}"
+        trash = f"{self._tmp_dir}/{time.time_ns()}.{self._pid}.done.{os.path.basename(path)}"
         os.rename(path, trash)
-        self._dirty.add(path.parent.name)
+        self._dirty.add(_state_of(path))
         if self._trash is None:
             self._trash = _Trash()
         self._trash.put(trash)
 
-    def reject(self, path: Path, reason: str, now: datetime) -> Path:
+    def reject(self, path: str | Path, reason: str, now: datetime) -> Path:
         """Move something that is not a valid job from ``new/`` into ``failed/`` untouched,
         with the reason beside it in ``<name>.reason``.
 
         The original is renamed, never read or rewritten: it may be a FIFO, a directory or a
         symlink pointing outside the spool, and renaming moves the link, not its target.
         """
-        base = _safe_name(path.name)
+        base = _safe_name(os.path.basename(path))
         for n in range(1000):
             suffix = f".{n}" if n else ""
             name = f"{stamp(now)}-{base}{suffix}{BAD_SUFFIX}"
@@ -453,11 +467,11 @@ class Spool:
             except FileExistsError:
                 continue
             try:
-                return self.move(path, FAILED, name)
+                return Path(self.move(path, FAILED, name))
             except BaseException:
                 _unlink_quietly(self.path / FAILED / (name + REASON_SUFFIX))
                 raise
-        raise SpoolError(f"cannot find a free name in failed/ for {path.name!r}")  # pragma: no cover
+        raise SpoolError(f"cannot find a free name in failed/ for {base!r}")  # pragma: no cover
 
     @property
     def dirty(self) -> bool:
@@ -607,12 +621,37 @@ class SupervisorLock:
         self.release()
 
 
-def _rename_noreplace(src: Path, dst: Path) -> None:
-    # Within one spool the supervisor is the only mover, so a check-then-rename cannot race
-    # another mover; the check keeps a bug from silently destroying a job.
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_renameat2_works = _LIBC is not None and hasattr(_LIBC, "renameat2")
+
+
+def _rename_noreplace(src: str | Path, dst: str | Path) -> None:
+    """Rename that fails with FileExistsError instead of replacing ``dst``.
+
+    One ``renameat2(RENAME_NOREPLACE)`` call where the kernel and filesystem have it;
+    elsewhere a check then a rename, which is enough because within one spool the supervisor
+    is the only mover (the check keeps a bug from silently destroying a job).
+    """
+    global _renameat2_works
+    if _renameat2_works:
+        assert _LIBC is not None
+        if _LIBC.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, "target exists", str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))  # ENOENT: FileNotFoundError
+        _renameat2_works = False  # the filesystem cannot do it: fall back for good
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "target exists", str(dst))
     os.rename(src, dst)
+
+
+def _state_of(path: str | Path) -> str:
+    """The state directory a spool file is in (the name of its parent directory)."""
+    return os.path.basename(os.path.dirname(path))
 
 
 def _unlink_quietly(path: str | Path) -> None:

@@ -29,7 +29,6 @@ the next delayed job is due, or the periodic rescan is due.  Signal handlers onl
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import os
 import random
@@ -62,6 +61,9 @@ INGEST_BATCH = 1000  # files taken in from new/ per tick at most
 # power loss undoes leaves the job in its previous state, to be taken again (at least once).
 # New records (outcomes) are flushed at once by Spool.write before the old copy goes.
 BARRIER_INTERVAL_S = 0.2
+# Jobs parsed at ingest are kept for dispatch (files never change once they land), up to
+# this many, so a job is read and validated once; past it, dispatch reads the file again.
+PARSED_CACHE_MAX = 20_000
 MAX_BACKOFF_S = 30.0
 
 EventHook = Callable[[str, Job | None, str], None]
@@ -121,6 +123,7 @@ class Supervisor:
         self.watcher = NewWatcher(spool.dir(NEW), self.waker)
         # In-memory index of what this process moved; the directories stay the truth.
         self._ready: list[str] = []  # heap of ready/ names (they sort in dispatch order)
+        self._parsed: dict[str, Job] = {}  # ready/ name -> the job as ingest read it
         self._delayed: list[tuple[datetime, str]] = []  # heap of (due, delayed/ name)
         self._live: set[str] = set()  # ids in ready/, delayed/ or active/
         self._unsettled: list[tuple[Job, Outcome]] = []  # outcomes that could not be written yet
@@ -344,14 +347,14 @@ class Supervisor:
     def _return_to_ready(self, job: Job, why: str) -> None:
         name = job_name(READY, job)
         try:
-            self.spool.move(self.spool.dir(ACTIVE) / f"{job.id}.json", READY, name)
+            self.spool.move(self.spool.file(ACTIVE, f"{job.id}.json"), READY, name)
         except FileNotFoundError:
             return
         except OSError as exc:
             log.error("%s %s: cannot return to ready/ (%s); it stays in active/ until the next start",
                       job.id, job.task, exc)
             return
-        heapq.heappush(self._ready, name)
+        self._push_ready(name, job)
         self._live.add(job.id)
         log.info("%s %s: back to ready/ (%s)", job.id, job.task, why)
 
@@ -366,14 +369,14 @@ class Supervisor:
             return
         # A bounded batch per tick: 100 000 arrivals must not stop the loop for a minute
         # (answers uncollected, hard time limits unenforced), nor be listed into memory at once.
-        batch = list(itertools.islice(self.spool.scan(NEW), INGEST_BATCH))
+        batch = self.spool.names(NEW, INGEST_BATCH)
         if len(batch) == INGEST_BATCH:
             self._next_rescan = time.monotonic()  # more to take in: the next tick goes on at once
-        for entry in batch:
+        for name in batch:
             try:
-                self._ingest_one(entry.path, entry.name, now)
+                self._ingest_one(self.spool.file(NEW, name), name, now)
             except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
-                self._io_failed(f"cannot take in new/{entry.name}: {exc}")
+                self._io_failed(f"cannot take in new/{name}: {exc}")
                 return
 
     def _ingest_one(self, path: Any, name: str, now: datetime) -> None:
@@ -414,7 +417,7 @@ class Supervisor:
         if job.is_due(now):
             target = job_name(READY, job)
             self.spool.move(path, READY, target)
-            heapq.heappush(self._ready, target)
+            self._push_ready(target, job)
         else:
             assert job.eta is not None
             target = job_name(DELAYED, job, job.eta)
@@ -427,7 +430,7 @@ class Supervisor:
         """Whether a job with this id is in ``ready/``, ``delayed/`` or ``active/`` now.  The
         index is only a hint: an operator may have moved the file away (``mv delayed/… new/``
         to run a job now), so a hit is confirmed in the listings before a duplicate is failed."""
-        if os.path.lexists(self.spool.dir(ACTIVE) / f"{job_id}.json"):
+        if os.path.lexists(self.spool.file(ACTIVE, f"{job_id}.json")):
             return True
         if job_id not in self._live:
             return False
@@ -461,7 +464,7 @@ class Supervisor:
         """Move every delayed job whose time has come into ``ready/``."""
         while self._delayed and self._delayed[0][0] <= now:
             due, name = heapq.heappop(self._delayed)
-            path = self.spool.dir(DELAYED) / name
+            path = self.spool.file(DELAYED, name)
             job_id = parse_name(DELAYED, name)[0]
             try:
                 job = self.spool.read(path)
@@ -479,40 +482,48 @@ class Supervisor:
                 heapq.heappush(self._delayed, (due, name))
                 self._io_failed(f"cannot move delayed/{name} to ready/: {exc}")
                 return
-            heapq.heappush(self._ready, target)
+            self._push_ready(target, job)
 
     # -- ready → active → pool ----------------------------------------------------------
 
     def dispatch(self, now: datetime) -> None:
-        """Claim ready jobs in order (rename into ``active/``) and hand them to free children."""
-        for slot in self.pool.free():
-            while self._ready:
-                name = heapq.heappop(self._ready)
-                job = self._claim(name, now)
+        """Claim ready jobs in order (rename into ``active/``) and hand them to children
+        with room, one per child per round so idle children are served first."""
+        while self._ready:
+            slots = self.pool.free()
+            if not slots:
+                return
+            for slot in slots:
+                job = None
+                while job is None and self._ready:
+                    job = self._claim(heapq.heappop(self._ready), now)
                 if job is None:
-                    continue
+                    return
                 task = self._task(job.task)
                 soft = (task.soft_time_limit if task else None) or self.soft_time_limit
                 hard = job.time_limit or (task.time_limit if task else None) or self.time_limit
                 try:
                     self.pool.submit(slot, job, soft_limit=soft, hard_limit=hard)
                 except (OSError, ValueError):
-                    # The child died while idle; collect() replaces it and the job waits.
+                    # The child died; collect() replaces it and the job waits.
                     self._return_to_ready(job, "worker unavailable")
-                    break
+                    return
                 self._emit("started", job, "")
                 log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
-                break
-            else:
-                return
+
+    def _push_ready(self, name: str, job: Job | None = None) -> None:
+        heapq.heappush(self._ready, name)
+        if job is not None and len(self._parsed) < PARSED_CACHE_MAX:
+            self._parsed[name] = job
 
     def _claim(self, name: str, now: datetime) -> Job | None:
+        cached = self._parsed.pop(name, None)
         job_id = parse_name(READY, name)[0]
         if job_id is None:
             return None
         active = f"{job_id}.json"
         try:
-            path = self.spool.move(self.spool.dir(READY) / name, ACTIVE, active)
+            path = self.spool.move(self.spool.file(READY, name), ACTIVE, active)
         except FileNotFoundError:
             self._live.discard(job_id)
             return None
@@ -520,14 +531,14 @@ class Supervisor:
             log.error("ready/%s: a job with this id is already active; left in ready/", name)
             return None
         try:
-            job = self.spool.read(path)
+            job = cached or self.spool.read(path)
         except (JobFormatError, OSError) as exc:
             self._live.discard(job_id)
             self._reject(path, f"ready/{name}: {exc}", now)
             return None
         if job.id != job_id:
             self.spool.move(path, READY, name)
-            self._reject(self.spool.dir(READY) / name, f"ready/{name}: its content says id {job.id!r}", now)
+            self._reject(self.spool.file(READY, name), f"ready/{name}: its content says id {job.id!r}", now)
             self._live.discard(job_id)
             return None
         if job.is_expired(now):
@@ -541,6 +552,9 @@ class Supervisor:
 
     def _collect_and_settle(self, now: datetime) -> None:
         ended = self.pool.collect()
+        requeue, self.pool.requeue = self.pool.requeue, []
+        for job in requeue:
+            self._return_to_ready(job, "its worker died before it started it")
         if self._unsettled and time.monotonic() >= self._retry_io_at:
             ended = self._unsettled + ended
             self._unsettled = []
@@ -563,9 +577,9 @@ class Supervisor:
 
     def _settle_decision(self, job: Job, action: str, record: Job, due: datetime | None, now: datetime,
                          reason: str) -> None:
-        active = self.spool.dir(ACTIVE) / f"{job.id}.json"
+        active = self.spool.file(ACTIVE, f"{job.id}.json")
         if action == DELETE:
-            self.spool.remove(active)
+            self.spool.discard(active)
         elif action == KEEP:
             self.spool.write(DONE, f"{job.id}.json", record, replace=True)
             self.spool.remove(active)
@@ -575,7 +589,7 @@ class Supervisor:
                 name = job_name(READY, record, due)
                 self.spool.write(READY, name, record)
                 self.spool.remove(active)
-                heapq.heappush(self._ready, name)
+                self._push_ready(name, record)
             else:
                 name = job_name(DELAYED, record, due)
                 self.spool.write(DELAYED, name, record)
