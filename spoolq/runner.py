@@ -9,6 +9,7 @@ the process sentinel.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -108,12 +109,33 @@ def _error(exc: BaseException, started: float, *, autoretry: bool) -> dict:
     }
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this child when its parent (the pool's forkserver) exits.
+
+    The forkserver exits when the supervisor dies.  Without this, a child whose supervisor
+    was SIGKILLed would go on with its job while the restarted supervisor recovers the same
+    job from ``active/`` and runs it again: two runs at once instead of one after the other.
+    """
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
 def child_main(conn: Any, modules: list[str]) -> None:
     """The pool child's loop: import the task modules, then answer jobs until EOF.
 
     SIGINT and SIGTERM are ignored: a Ctrl-C or a group-wide TERM reaches the supervisor,
     which decides when a running job must stop (and kills the child then).
     """
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_soft_limit)

@@ -444,7 +444,7 @@ class Spool:
         if os.getpid() != self._pid:
             self._pid, self._dir_fds, self._salt = os.getpid(), {}, secrets.token_hex(3)
             self._trash = None
-        trash = f"{self._tmp_dir}/{time.time_ns()}.{self._pid}.done.{os.path.basename(path)}"
+        trash = f"{self._tmp_dir}/{time.time_ns()}.{self._pid}{DISCARDED}{os.path.basename(path)}"
         os.rename(path, trash)
         self._dirty.add(_state_of(path))
         if self._trash is None:
@@ -511,6 +511,8 @@ class Spool:
         """Remove files in ``tmp/`` older than ``older_than_s`` seconds: writers that died.
 
         A live writer renames its file within milliseconds, so an hour-old one is stale.
+        Finished jobs that :meth:`discard` had not unlinked yet are removed whatever their
+        age: only the supervisor makes them, and only one supervisor runs.
         """
         removed = []
         for de in os.scandir(self.path / TMP):
@@ -518,7 +520,8 @@ class Spool:
                 st = de.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if now_s - st.st_mtime > older_than_s and not stat.S_ISDIR(st.st_mode):
+            stale = now_s - st.st_mtime > older_than_s or is_discarded(de.name)
+            if stale and not stat.S_ISDIR(st.st_mode):
                 _unlink_quietly(Path(de.path))
                 removed.append(Path(de.path))
         return removed
@@ -647,6 +650,15 @@ def _rename_noreplace(src: str | Path, dst: str | Path) -> None:
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "target exists", str(dst))
     os.rename(src, dst)
+
+
+DISCARDED = ".done."  # in a tmp/ name: a finished job waiting for its unlink
+
+
+def is_discarded(name: str) -> bool:
+    """Whether a ``tmp/`` name is a finished job left by :meth:`Spool.discard`."""
+    head, sep, _ = name.partition(DISCARDED)
+    return bool(sep) and head.replace(".", "").isdigit()
 
 
 def _state_of(path: str | Path) -> str:
