@@ -200,12 +200,24 @@ class Supervisor:
         if not self.started:
             return
         self.started = False
-        self.watcher.stop()
-        # Settle the answers already in the pipes first: a job that ended is not run again.
-        self._collect_and_settle(self.clock())
-        for job in self.pool.kill_running("supervisor stopping"):
-            self._return_to_ready(job, "stopped before it finished")
-        self.pool.stop()
+        # Each step runs whatever the one before did: the pool must always be stopped (its
+        # children ignore SIGTERM, so multiprocessing's exit handler would wait on them for
+        # ever) and the lock always released, even after an error or on a full disk.
+        try:
+            self.watcher.stop()
+            # Settle the answers already in the pipes first: a job that ended is not run again.
+            self._collect_and_settle(self.clock())
+            for job in self.pool.kill_running("supervisor stopping"):
+                self._return_to_ready(job, "stopped before it finished")
+        except (OSError, SpoolError) as exc:
+            log.error("while stopping: %s (what is left in active/ goes back to ready/ at the next start)", exc)
+        finally:
+            try:
+                self.pool.stop()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
         try:
             self.spool.barrier()
         except OSError as exc:
@@ -453,7 +465,15 @@ class Supervisor:
         self._emit("failed", failed, message)
 
     def _reject(self, path: Any, reason: str, now: datetime) -> None:
-        self.spool.reject(path, reason, now)
+        try:
+            self.spool.reject(path, reason, now)
+        except FileNotFoundError:
+            return
+        except (OSError, SpoolError) as exc:
+            # Cannot write the reason (disk full): the file stays where it is, untouched;
+            # ingest meets it again later, a start or fsck deals with it elsewhere.
+            self._io_failed(f"cannot move a bad file aside ({exc}): {reason}")
+            return
         self.counts["rejected"] += 1
         log.error("rejected %s", reason)
         self._emit("rejected", None, reason)
@@ -614,8 +634,12 @@ class Supervisor:
         self._emit("succeeded", record, reason)
 
     def _io_failed(self, message: str) -> None:
+        mono = time.monotonic()
+        if mono < self._retry_io_at:  # already backing off in this round: do not double again
+            log.error("%s", message)
+            return
         log.error("%s; retrying in %.1fs", message, self._io_backoff)
-        self._retry_io_at = time.monotonic() + self._io_backoff
+        self._retry_io_at = mono + self._io_backoff
         self._io_backoff = min(MAX_BACKOFF_S, self._io_backoff * 2)
 
     # -- results ------------------------------------------------------------------------
