@@ -41,7 +41,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .errors import JobFormatError, JobNotFound, SpoolError
-from .job import Job, make_error, utcnow
+from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
 from .retry import DELAY, DELETE, FAIL, KEEP, Outcome, decide
@@ -64,6 +64,9 @@ BARRIER_INTERVAL_S = 0.2
 # Jobs parsed at ingest are kept for dispatch (files never change once they land), up to
 # this many, so a job is read and validated once; past it, dispatch reads the file again.
 PARSED_CACHE_MAX = 20_000
+# How many ready/ names the loop keeps in memory; the rest wait on disk (see _refill_ready).
+READY_WINDOW = 100_000
+READY_ID_AT = STAMP_LEN + 3  # where the id starts in a ready/ name: "R-<stamp>-<id>.json"
 MAX_BACKOFF_S = 30.0
 
 EventHook = Callable[[str, Job | None, str], None]
@@ -124,6 +127,8 @@ class Supervisor:
         # In-memory index of what this process moved; the directories stay the truth.
         self._ready: list[str] = []  # heap of ready/ names (they sort in dispatch order)
         self._parsed: dict[str, Job] = {}  # ready/ name -> the job as ingest read it
+        self._ready_bound: str | None = None  # largest indexed name while some wait on disk
+        self._ready_spilled = False  # ready/ holds names not in the index
         self._delayed: list[tuple[datetime, str]] = []  # heap of (due, delayed/ name)
         self._live: set[str] = set()  # ids in ready/, delayed/ or active/
         self._unsettled: list[tuple[Job, Outcome]] = []  # outcomes that could not be written yet
@@ -318,9 +323,7 @@ class Supervisor:
         for e in self.spool.scan(READY):
             if e.job_id is None:
                 log.warning("ignoring foreign file ready/%s (spoolq fsck reports it)", e.name)
-                continue
-            heapq.heappush(self._ready, e.name)
-            self._live.add(e.job_id)
+        self._refill_ready()
         active = list(self.spool.scan(ACTIVE))
         if not active:
             return
@@ -367,7 +370,6 @@ class Supervisor:
                       job.id, job.task, exc)
             return
         self._push_ready(name, job)
-        self._live.add(job.id)
         log.info("%s %s: back to ready/ (%s)", job.id, job.task, why)
 
     # -- ingest -------------------------------------------------------------------------
@@ -435,7 +437,7 @@ class Supervisor:
             target = job_name(DELAYED, job, job.eta)
             self.spool.move(path, DELAYED, target)
             heapq.heappush(self._delayed, (job.eta, target))
-        self._live.add(job.id)
+            self._live.add(job.id)
         log.info("%s %s: received into %s", job.id, job.task, target)
 
     def _is_queued(self, job_id: str) -> bool:
@@ -509,6 +511,8 @@ class Supervisor:
     def dispatch(self, now: datetime) -> None:
         """Claim ready jobs in order (rename into ``active/``) and hand them to children
         with room, one per child per round so idle children are served first."""
+        if self._ready_spilled and len(self._ready) < READY_WINDOW // 2:
+            self._refill_ready()
         while self._ready:
             slots = self.pool.free()
             if not slots:
@@ -532,9 +536,44 @@ class Supervisor:
                 log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
 
     def _push_ready(self, name: str, job: Job | None = None) -> None:
+        """Index a file that just landed in ``ready/``, unless it sorts after the window."""
+        if self._ready_bound is not None and name > self._ready_bound:
+            self._ready_spilled = True  # on disk only, found again by _refill_ready
+            return
         heapq.heappush(self._ready, name)
+        self._live.add(name[READY_ID_AT:-5])
         if job is not None and len(self._parsed) < PARSED_CACHE_MAX:
             self._parsed[name] = job
+        if self._ready_bound is None and len(self._ready) > READY_WINDOW:
+            # Too many to index: keep the first READY_WINDOW names and leave the rest on disk.
+            self._refill_ready()
+
+    def _refill_ready(self) -> None:
+        """Index the first :data:`READY_WINDOW` names of ``ready/`` in dispatch order.
+
+        With a million jobs queued, indexing them all would cost hundreds of MB; instead the
+        index holds a window and remembers its largest name (``_ready_bound``): a new arrival
+        that sorts before it (a higher priority, say) joins the window, later ones wait on
+        disk.  Everything indexed sorts before everything spilled, so order is kept, and one
+        listing of ``ready/`` per half window drained refills it.
+        """
+        room = READY_WINDOW - len(self._ready)
+        if room < 0:  # the window overflowed: keep its first names, the rest wait on disk
+            self._ready = heapq.nsmallest(READY_WINDOW, self._ready)  # a sorted list is a heap
+            self._ready_spilled = True
+        else:
+            indexed = set(self._ready)
+            # A cheap filter: a foreign name that slips through is refused by _claim.
+            names = (n for n in self.spool.names(READY) if n.endswith(".json") and n not in indexed)
+            extra = heapq.nsmallest(room + 1, names)  # one more than fits, to learn whether more remain
+            self._ready_spilled = len(extra) > room
+            for name in extra[:room]:
+                heapq.heappush(self._ready, name)
+                self._live.add(name[READY_ID_AT:-5])
+        self._ready_bound = max(self._ready) if self._ready_spilled and self._ready else None
+        if self._ready_spilled:
+            keep = set(self._ready)
+            self._parsed = {k: v for k, v in self._parsed.items() if k in keep}
 
     def _claim(self, name: str, now: datetime) -> Job | None:
         cached = self._parsed.pop(name, None)
