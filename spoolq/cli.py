@@ -91,11 +91,33 @@ class Options:
 
 pass_options = click.make_pass_decorator(Options)
 
+_SPOOL_HELP = "The spool directory [env SPOOLQ_SPOOL; ini spool =; default ./spool]."
+_CONFIG_HELP = "An ini file with a [spoolq] section [env SPOOLQ_CONFIG; default ./spoolq.ini if present]."
+
+
+class _Command(click.Command):
+    """A subcommand that also takes ``--spool`` and ``--config`` after its name, so both
+    ``spoolq --config F worker`` and ``spoolq worker --config F`` (celery's habit) work."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params += [
+            click.Option(["--spool", "_spool"], metavar="DIR", expose_value=True, help=_SPOOL_HELP),
+            click.Option(["--config", "_config_file"], metavar="FILE", expose_value=True, help=_CONFIG_HELP),
+        ]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        spool, config_file = ctx.params.pop("_spool", None), ctx.params.pop("_config_file", None)
+        options = ctx.find_object(Options)
+        if options is not None:
+            options.spool = spool or options.spool
+            options.config_file = config_file or options.config_file
+        return super().invoke(ctx)
+
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--spool", metavar="DIR", help="The spool directory [env SPOOLQ_SPOOL; ini spool =; default ./spool].")
-@click.option("--config", "config_file", metavar="FILE", help="An ini file with a [spoolq] section [env SPOOLQ_CONFIG; "
-              "default ./spoolq.ini if present].")  # fmt: skip
+@click.option("--spool", metavar="DIR", help=_SPOOL_HELP)
+@click.option("--config", "config_file", metavar="FILE", help=_CONFIG_HELP)
 @click.version_option(package_name="spoolq", message="spoolq %(version)s")
 @click.pass_context
 def main(ctx: click.Context, spool: str | None, config_file: str | None) -> None:
@@ -108,7 +130,9 @@ def main(ctx: click.Context, spool: str | None, config_file: str | None) -> None
     Examples:
       spoolq --spool /var/spool/myapp send NAME.echofunction '["Hello World"]'
       SPOOLQ_SPOOL=/var/spool/myapp spoolq status
-      spoolq --config spoolq.ini worker -c 4 -I myapp.tasks
+      spoolq worker --config spoolq.ini -c 4 -I myapp.tasks
+
+    --spool and --config may also follow the command's name.
 
     \b
     Exit status:
@@ -120,6 +144,9 @@ def main(ctx: click.Context, spool: str | None, config_file: str | None) -> None
       4  result: the job did not finish within --wait
     """
     ctx.obj = Options(spool, config_file)
+
+
+main.command_class = _Command
 
 
 # -- producing --------------------------------------------------------------------------

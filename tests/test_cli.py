@@ -296,3 +296,19 @@ def test_no_colour_when_not_a_terminal(tmp_path: Path) -> None:
     run_spoolq("--spool", spool, "send", "t", cwd=tmp_path)
     out = run_spoolq("--spool", spool, "status", cwd=tmp_path).stdout
     assert "\x1b[" not in out and "new" in out
+
+
+def test_spool_and_config_may_follow_the_command_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a config file naming a spool, and no SPOOLQ_* variables
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.ini").write_text("[spoolq]\nspool = from-file\n")
+    runner = CliRunner()
+    # When --spool and --config come after the command (celery's habit) or before it
+    after = runner.invoke(main, ["send", "t", "--spool", str(tmp_path / "after")])
+    before = runner.invoke(main, ["--spool", str(tmp_path / "before"), "send", "t"])
+    via_file = runner.invoke(main, ["send", "t", "--config", str(tmp_path / "other.ini")])
+    # Then each lands in its own spool
+    assert after.exit_code == before.exit_code == via_file.exit_code == 0, (after.output, via_file.output)
+    assert len(files_in(tmp_path / "after" / NEW)) == 1
+    assert len(files_in(tmp_path / "before" / NEW)) == 1
+    assert len(files_in(tmp_path / "from-file" / NEW)) == 1

@@ -47,9 +47,9 @@ def program_section(tmp_path: Path) -> dict[str, str]:
     parser = configparser.RawConfigParser()
     parser.read(REPO_DIR / "supervisor.conf", encoding="utf-8")
     program = dict(parser["program:spoolq"])
-    assert program["command"] == "spoolq --config /etc/spoolq/spoolq.ini worker"
-    program["command"] = shlex.join([sys.executable, "-m", "spoolq", "--config", str(tmp_path / "spoolq.ini"),
-                                     "worker"])  # fmt: skip
+    assert program["command"] == "spoolq worker --config /etc/spoolq/spoolq.ini"
+    program["command"] = shlex.join([sys.executable, "-m", "spoolq", "worker", "--config",
+                                     str(tmp_path / "spoolq.ini")])  # fmt: skip
     program["directory"] = str(tmp_path)
     for key in ("stdout_logfile", "stderr_logfile"):
         program[key] = str(tmp_path / "log" / Path(program[key]).name)
