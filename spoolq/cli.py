@@ -9,6 +9,7 @@ never a traceback.  Read-only commands never create a missing spool.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -57,6 +58,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SpoolqError as exc:
             raise Fail(str(exc), _exit_code(exc)) from None
+        except BrokenPipeError:
+            # `spoolq ls | head`: the reader left, which is not an error.  Point stdout at
+            # /dev/null so the interpreter's final flush does not complain either.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(EXIT_OK)
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             raise Fail(f"{exc.strerror or exc}{where}", EXIT_SPOOL) from None
