@@ -80,6 +80,7 @@ SCALE: dict[str, Any] = {
     **DEFAULT_SCALE,
     "n_delayed_far": 100_000,
     "n_delayed_far_peers": 20_000,
+    "enqueue_rounds": 3,
     "n_scale_small": 10_000,
     "n_scale_big": 1_000_000,
     "n_scale_measure": 10_000,
@@ -89,6 +90,7 @@ SCALE: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     **QUICK_SCALE,
     "n_delayed_far_peers": QUICK_SCALE["n_delayed_far"],
+    "enqueue_rounds": 1,
     "n_scale_small": 100,
     "n_scale_big": 1_000,
     "n_scale_measure": 100,
@@ -161,6 +163,17 @@ def scale_drain(queued: int, scale: dict[str, Any]) -> dict[str, Any]:
         run.close()
         if queued >= 100_000:
             print(f"  (removing {queued} files took {time.monotonic() - t0:.0f} s)", file=sys.stderr)
+
+
+def best_round(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of repeated measurements of one rate, the fastest ok one, with every round's rate."""
+    ok = [r for r in rs if r.get("status") == "ok" and "jobs_per_s" in r]
+    if len(rs) == 1 or not ok:
+        return rs[0]
+    best = max(ok, key=lambda r: r["jobs_per_s"])
+    return {**best, "rounds_jobs_per_s": [round(r.get("jobs_per_s", 0.0)) if r.get("status") == "ok" else r["status"]
+                                         for r in rs],
+            "rounds_loadavg_1m_before": [r.get("loadavg_1m_before") for r in rs]}
 
 
 def run_spoolq(workload: str, scale: dict[str, Any]) -> list[dict[str, Any]]:
@@ -236,7 +249,7 @@ def rows(results: list[dict[str, Any]]) -> list[list[str]]:
         best = _best(results, best_wl or wl, key, low)
         ratio = f"{v / best[1]:.2f}" if v is not None and best and best[1] else "—"
         verdict = "—"
-        if check is not None:
+        if check is not None and r is not None:
             res = check(v, best) if v is not None else False
             verdict = "—" if res is None else ("PASS" if res else "MISS")
         best_cell = f"{best[0]} {_num(best[1], unit)}" if best else "—"
@@ -280,11 +293,11 @@ def rows(results: list[dict[str, Any]]) -> list[list[str]]:
     out.append([f"scale: drain rate with {nb} queued vs {ns}",
                 f"{_num(vb, '/s')} vs {_num(vs, '/s')}", "—",
                 f"{vb / vs:.2f}" if vb and vs else "—", "≥ 0.80 (big / small)",
-                ("PASS" if vb / vs >= 0.8 else "MISS") if vb and vs else "MISS"])
+                ("PASS" if vb / vs >= 0.8 else "MISS") if vb and vs else ("MISS" if small or big else "—")])
     rs, rb = _ok(small, "peak_rss_mib"), _ok(big, "peak_rss_mib")
     out.append([f"scale: supervisor peak RSS with {nb} queued",
                 f"{_num(rb, 'MiB')} ({_num(rs, 'MiB')} with {ns})", "—", "—", "< 150 MB",
-                ("PASS" if rb * 1024 * 1024 < 150e6 else "MISS") if rb else "MISS"])
+                ("PASS" if rb * 1024 * 1024 < 150e6 else "MISS") if rb else ("MISS" if big else "—")])
     return out
 
 
@@ -407,6 +420,8 @@ def report(results: list[dict[str, Any]], argv: list[str], scale_name: str, seco
         " `n_delayed_far_peers` (see the per-measurement lines: `far_jobs`).",
         "- Bare fs: `bench.enqueue.bare_fs`, one process, fsync on, same file system, right after"
         " spoolq's enqueue_1.",
+        "- Enqueue rows (every participant, bare fs too): `enqueue_rounds` rounds, interleaved, the"
+        " best kept (`rounds_jobs_per_s` lists each round).",
         "- Scale: N no-op jobs prefilled into new/ (send_many, fsync off, not timed), then"
         " `spoolq worker -c 2` timed from spawn to the `n_scale_measure`-th completion (all of the"
         " small queue, the first part of the big one; fsync on for the worker's moves); RSS = the"
@@ -452,23 +467,30 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
 
     def add(rs: list[dict[str, Any]]) -> None:
-        for r in rs:
-            results.append(r)
-            print(_line(r), file=sys.stderr, flush=True)
+        results.extend(rs)
         if args.json:
             Path(args.json).write_text(json.dumps({"scale": scale, "results": results}, indent=1, default=str))
 
+    peer_scale = {**scale, "n_delayed_far": scale["n_delayed_far_peers"]}
     with ensure_redis() if peers else contextlib.nullcontext():
         for w in workloads:
+            if w == "bare_fs" and "enqueue_1" in workloads:
+                continue  # measured right after spoolq's enqueue_1: the same moment's file system
+            jobs: list[Callable[[], list[dict[str, Any]]]] = [lambda w=w: run_spoolq(w, scale)]
             if w == "enqueue_1":
-                add(run_spoolq("enqueue_1", scale))
-                add(run_spoolq("bare_fs", scale))  # right after: the same moment's file system
-            elif w != "bare_fs" or "enqueue_1" not in workloads:
-                add(run_spoolq(w, scale))
+                jobs.append(lambda: run_spoolq("bare_fs", scale))
             if w in WORKLOADS:
-                peer_scale = {**scale, "n_delayed_far": scale["n_delayed_far_peers"]}
-                for p in peers:
-                    add([run_peer(p, w, peer_scale)])
+                jobs += [lambda p=p, w=w: [run_peer(p, w, peer_scale)] for p in peers]
+            # The short enqueue measurements are repeated, rounds interleaved, best kept:
+            # on a shared 2-core host one busy moment should not decide a ratio.
+            rounds = int(scale["enqueue_rounds"]) if w.startswith("enqueue") or w == "bare_fs" else 1
+            collected: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for _ in range(rounds):
+                for job in jobs:
+                    for r in job():
+                        print(_line(r), file=sys.stderr, flush=True)
+                        collected.setdefault((r["peer"], r["workload"]), []).append(r)
+            add([best_round(rs) for rs in collected.values()])
     seconds = time.monotonic() - t0
     print(table(results))
     print(f"\n{len(results)} measurements in {seconds:.0f} s; load average now "
