@@ -51,6 +51,7 @@ from .spool import (
     STATES,
     TMP,
     Spool,
+    file_kind,
     job_name,
     parse_name,
 )
@@ -270,15 +271,8 @@ def _examine(spool: Spool, state: str, de: os.DirEntry) -> tuple[Finding | None,
 def _kind(mode: int) -> str:
     if stat.S_ISREG(mode):
         return ""
-    if stat.S_ISLNK(mode):
-        return "symlink (not followed)"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "device or special file"
+    kind = file_kind(mode)
+    return "symlink (not followed)" if kind == "symlink" else kind
 
 
 def _most_advanced(recs: list[_Record]) -> _Record:

@@ -341,7 +341,7 @@ class Spool:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise JobFormatError(f"a {_kind(st.st_mode)}, not a job file")
+                raise JobFormatError(f"a {file_kind(st.st_mode)}, not a job file")
             if st.st_nlink > 1:
                 raise JobFormatError(f"a hard link ({st.st_nlink} links): may belong outside the spool, not read")
             if st.st_size > self.max_job_size:
@@ -673,7 +673,8 @@ def _unlink_quietly(path: str | Path) -> None:
         pass
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for rejection reasons and fsck findings."""
     if stat.S_ISDIR(mode):
         return "directory"
     if stat.S_ISFIFO(mode):
