@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -84,6 +85,9 @@ def as_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_:@+=-][A-Za-z0-9_.:@+=-]{0,127}")
+
+
 def validate_id(job_id: object) -> str:
     """Return ``job_id`` if it can safely name a file inside one spool directory.
 
@@ -91,6 +95,8 @@ def validate_id(job_id: object) -> str:
         InvalidJobId: empty, too long, a path separator, ``..``, a leading dot, or a control,
             surrogate or line/paragraph separator character.
     """
+    if isinstance(job_id, str) and _PLAIN_ID.fullmatch(job_id) and ".." not in job_id:
+        return job_id  # the common case (a UUID, a slug): nothing below can object to it
     if not isinstance(job_id, str):
         raise InvalidJobId(job_id, f"must be a string, not {type(job_id).__name__}")
     if not job_id:

@@ -577,7 +577,8 @@ class Supervisor:
 
     def _claim(self, name: str, now: datetime) -> Job | None:
         cached = self._parsed.pop(name, None)
-        job_id = parse_name(READY, name)[0]
+        # A name this loop made (cached) needs no parsing; others (after a refill) are checked.
+        job_id = cached.id if cached is not None else parse_name(READY, name)[0]
         if job_id is None:
             return None
         active = f"{job_id}.json"
