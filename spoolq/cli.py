@@ -594,7 +594,6 @@ def worker(opts: Options, concurrency: int | None, includes: tuple[str, ...], ma
     sys.exit(run_worker(config, includes=tuple(includes), burst=burst))
 
 
-
 # -- checking -----------------------------------------------------------------------------
 
 
@@ -611,6 +610,12 @@ def fsck(opts: Options, repair: bool, as_json: bool) -> None:
     files, returns orphaned active/ jobs to ready/ as a worker's start does, renames misnamed
     files, and moves the rest into failed/ with the reason beside it (symlinks are never
     followed).  While a worker holds the spool, --repair only removes stale tmp/ files.
+
+    \b
+    Examples:
+      spoolq fsck                      # report only
+      spoolq fsck --repair             # after a crash, with the worker stopped
+      spoolq fsck --json | jq .findings
 
     \b
     Exit status:
