@@ -85,7 +85,7 @@ SCALE: dict[str, Any] = {
     "n_scale_big": 1_000_000,
     "n_scale_measure": 10_000,
     "scale_prefill_batch": 10_000,
-    "scale_timeout_s": 300.0,
+    "scale_timeout_s": 120.0,
 }
 QUICK: dict[str, Any] = {
     **QUICK_SCALE,
