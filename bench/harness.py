@@ -57,7 +57,8 @@ SPOOLQ = PeerBench(
     name="spoolq",
     module="bench.spoolq_tasks",
     workers="spoolq worker -c 2 (supervisor + 2 worker processes)",
-    durability="durable: write + fsync + rename + directory fsync per enqueue and per move (fsync = true, the default)",
+    durability="durable (fsync = true, the default): per enqueue write + fsync + link into new/ + directory"
+    " fsync; the supervisor's moves are renames, their directory fsyncs batched (Spool.barrier)",
     worker_argvs=((PY, "-m", "spoolq", "--spool", "store/spool", "worker", "-c", "2",
                    "-I", "bench.spoolq_tasks", "--loglevel", "WARNING"),),
     has_bulk=True,
@@ -355,6 +356,9 @@ def _git_head() -> str:
         return "?"
 
 
+_START_HEAD = "?"
+
+
 def machine() -> list[str]:
     tmp = tempfile.gettempdir()
     cpu = "?"
@@ -373,7 +377,9 @@ def machine() -> list[str]:
     return [
         f"- CPUs: {os.cpu_count()} ({cpu}); memory {_meminfo()}; kernel {platform.release()}",
         f"- spools and peer stores in {tmp}: {_mount_of(tmp)}",
-        f"- Python {platform.python_version()} ({sys.executable}); spoolq at git {_git_head()}",
+        f"- Python {platform.python_version()} ({sys.executable}); spoolq at git {_START_HEAD} when the run"
+        f" started, {_git_head()} at its end (others commit to spoolq/ meanwhile; each worker runs the tree"
+        " as it is when it is spawned)",
         f"- packages: {pkgs}; redis-server {redis_server}",
     ]
 
@@ -457,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
                     " [bench/RESULTS.md for a full default run, else nowhere]")
     args = ap.parse_args(argv)
 
+    global _START_HEAD
+    _START_HEAD = _git_head()
     base = QUICK if args.quick else SCALE
     scale = {**base, **parse_set(args.set, base)}
     workloads = args.workload or list(ALL_WORKLOADS)
