@@ -57,6 +57,7 @@ log = logging.getLogger("spoolq.worker")
 LINK_GRACE_S = 2.0
 PRUNE_INTERVAL_S = 60.0
 INGEST_BATCH = 1000  # files taken in from new/ per tick at most
+READY_BACKLOG = 5000  # with this many ready, ingest only keeps pace with dispatch
 # Moves (ingest, claim, promote, delete after success) are flushed in batches: a move that a
 # power loss undoes leaves the job in its previous state, to be taken again (at least once).
 # New records (outcomes) are flushed at once by Spool.write before the old copy goes.
@@ -383,8 +384,15 @@ class Supervisor:
             return
         # A bounded batch per tick: 100 000 arrivals must not stop the loop for a minute
         # (answers uncollected, hard time limits unenforced), nor be listed into memory at once.
-        batch = self.spool.names(NEW, INGEST_BATCH)
-        if len(batch) == INGEST_BATCH:
+        if len(self._ready) >= READY_BACKLOG:
+            # Plenty is ready already: a huge new/ must not starve dispatch (1 000 reads and
+            # renames per tick, a few jobs out) nor pile up in ready/; take more in once the
+            # ready queue runs low (looked at again in 50 ms).
+            self._next_rescan = time.monotonic() + 0.05
+            return
+        limit = INGEST_BATCH
+        batch = self.spool.names(NEW, limit)
+        if len(batch) == limit:
             self._next_rescan = time.monotonic()  # more to take in: the next tick goes on at once
         for name in batch:
             try:
