@@ -27,7 +27,7 @@ def test_default_modes_are_0700_and_0600(tmp_path: Path) -> None:
     old = os.umask(0)  # even with a permissive umask
     try:
         app = spoolq.App(tmp_path / "spool")
-        app.send_task("torture.record", args=["x", "y"], task_id="j1")
+        app.send_task("torture.record", args=[str(tmp_path / "ran"), "j1"], task_id="j1")
     finally:
         os.umask(old)
     root = app.spool.path
