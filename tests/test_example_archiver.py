@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import run_spoolq
 
 import spoolq
 
@@ -83,20 +83,12 @@ def source() -> Iterator[Source]:
         yield s
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[spoolq.App]:
-    a = spoolq.App(tmp_path / "spool")
-    yield a
-    a.spool.close()
-
-
 def run_worker(app: spoolq.App) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOLQ_", "ARCHIVER_"))}
     env.update(PYTHONPATH=str(EXAMPLE_DIR), ARCHIVER_TIMEOUT_S=str(TIMEOUT_S), ARCHIVER_BACKOFF_S="0.05",
                ARCHIVER_MAX_RETRIES="5", ARCHIVER_MAX_BYTES="10000")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "spoolq", "--spool", str(app.spool.path), "worker", "-I",
-                           "archiver_tasks", "-c", "4", "--burst"], env=env, capture_output=True, text=True,
-                          timeout=90)  # fmt: skip
+    proc = run_spoolq("--spool", str(app.spool.path), "worker", "-I", "archiver_tasks", "-c", "4", "--burst",
+                      cwd=app.spool.path.parent, env=env, timeout=90)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 

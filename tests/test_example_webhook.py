@@ -10,14 +10,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import run_spoolq
 
 import spoolq
 
@@ -84,20 +83,12 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[spoolq.App]:
-    a = spoolq.App(tmp_path / "spool")
-    yield a
-    a.spool.close()
-
-
 def run_worker(app: spoolq.App) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOLQ_", "WEBHOOK_"))}
     env.update(PYTHONPATH=str(EXAMPLE_DIR), WEBHOOK_BACKOFF_S="0.05", WEBHOOK_BACKOFF_MAX_S="0.2",
                WEBHOOK_MAX_RETRIES="30", WEBHOOK_TIMEOUT_S="5")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "spoolq", "--spool", str(app.spool.path), "worker", "-I",
-                           "webhook_tasks", "-c", "2", "--burst"], env=env, capture_output=True, text=True,
-                          timeout=90)  # fmt: skip
+    proc = run_spoolq("--spool", str(app.spool.path), "worker", "-I", "webhook_tasks", "-c", "2", "--burst",
+                      cwd=app.spool.path.parent, env=env, timeout=90)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
