@@ -198,7 +198,7 @@ class App:
                 raise DuplicateJob(job.id, "this batch")
             self._batch.append(job)
         else:
-            self.spool.publish(job)
+            self.spool.deliver([job])
         return AsyncResult(job.id, self)
 
     def send_many(self, jobs: Iterable[tuple[str, list | tuple | None, dict | None] | dict]) -> list[AsyncResult]:
@@ -215,12 +215,14 @@ class App:
         for item in jobs:
             if isinstance(item, dict):
                 options = dict(item)
+                if "name" not in options:
+                    raise JobFormatError(f"a job given as a dict needs a 'name': {item!r:.200}", field="task")
                 name = options.pop("name")
                 built.append(self.make_job(name, options.pop("args", None), options.pop("kwargs", None), **options))
             else:
                 name, args, kwargs = item
                 built.append(self.make_job(name, args, kwargs))
-        self.spool.publish_many(built)
+        self.spool.deliver(built)
         return [AsyncResult(j.id, self) for j in built]
 
     @contextlib.contextmanager

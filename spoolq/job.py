@@ -133,12 +133,17 @@ def check_json_args(args: Any, kwargs: Any) -> tuple[list, dict]:
         raise JobFormatError(f"args must be a list or tuple, not {type(args).__name__}", field="args")
     if not isinstance(kwargs, dict):
         raise JobFormatError(f"kwargs must be a dict, not {type(kwargs).__name__}", field="kwargs")
-    for i, value in enumerate(args):
-        _check_json_value(value, f"argument {i + 1} (args[{i}])")
-    for key, value in kwargs.items():
+    for key in kwargs:
         if not isinstance(key, str):
             raise JobFormatError(f"keyword argument names must be strings, got {key!r}", field="kwargs")
-        _check_json_value(value, f"keyword argument {key!r}")
+    try:  # one pass for the common case; only a failure pays for finding the culprit
+        json.dumps((args, kwargs), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        for i, value in enumerate(args):
+            _check_json_value(value, f"argument {i + 1} (args[{i}])")
+        for key, value in kwargs.items():
+            _check_json_value(value, f"keyword argument {key!r}")
+        _check_json_value((args, kwargs), "the arguments together")  # e.g. too deep only as a whole
     return list(args), dict(kwargs)
 
 

@@ -12,8 +12,8 @@ Layout (SPEC §1)::
       done/      <id>.json                  kept results, until they expire
       spoolq.lock                           flock of the running supervisor; holds its pid
 
-Writes follow Maildir: a unique ``O_EXCL`` name in ``tmp/``, write, fsync, then ``link`` into
-place (a clash raises instead of overwriting) and unlink the temporary name, then fsync the
+Writes follow Maildir (SPEC §1): a unique ``O_EXCL`` name in ``tmp/``, write, fsync, rename into
+place with ``RENAME_NOREPLACE`` (a clash raises instead of overwriting), then fsync the
 directory.  A reader never sees half a file.  Moves between states are renames; the
 supervisor batches their directory fsyncs with :meth:`Spool.barrier` (a rename that a crash
 undoes leaves the job in its previous state, which recovery handles).  Files are never read
@@ -241,14 +241,18 @@ class Spool:
             SpoolError: the write failed (disk full, file-size limit, permissions); nothing
                 is left behind.
         """
-        return self.publish_many([job])[0]
+        return Path(self.deliver([job])[0])
 
     def publish_many(self, jobs: Iterable[Job]) -> list[Path]:
+        """See :meth:`deliver`; returns the paths in ``new/``."""
+        return [Path(p) for p in self.deliver(jobs)]
+
+    def deliver(self, jobs: Iterable[Job]) -> list[str]:
         """Deliver many jobs behind one durability barrier; each job is still all-or-nothing.
 
         Every job is encoded and size-checked before anything is written.  With fsync on,
         the files are written unflushed, the filesystem is flushed once (``syncfs``), then
-        each is linked into ``new/`` and the directory is flushed once: one barrier instead
+        each is renamed into ``new/`` and the directory is flushed once: one barrier instead
         of one per job, and no job is visible before its bytes are on disk.
 
         On an error, the jobs published before it stay published (the caller sees the
@@ -257,7 +261,7 @@ class Spool:
         self.ensure()
         encoded = [(job, self._encode(job)) for job in jobs]
         bulk = self.fsync and len(encoded) > 1
-        out: list[Path] = []
+        out: list[str] = []  # plain strings: building a Path costs as much as the rename
         tmps: list[str] = []
         try:
             for job, data in encoded:
@@ -269,14 +273,14 @@ class Spool:
             for (job, _), tmp in zip(encoded, tmps, strict=True):
                 target = f"{self._new_dir}/{job.id}.json"
                 try:
-                    os.link(tmp, target)
+                    _rename_noreplace(tmp, target)
                 except FileExistsError:
                     raise DuplicateJob(job.id, NEW) from None
                 except OSError as exc:
                     raise SpoolError(f"cannot deliver job {job.id!r}: {exc.strerror or exc}") from exc
-                out.append(Path(target))
+                out.append(target)
         finally:
-            for tmp in tmps:
+            for tmp in tmps[len(out):]:  # the ones not delivered; a delivered one has no tmp/ name left
                 _unlink_quietly(tmp)
             if out:
                 self._sync_dir(NEW)
@@ -313,12 +317,10 @@ class Spool:
             if replace:
                 os.rename(tmp, target)
             else:
-                os.link(tmp, target)
+                _rename_noreplace(tmp, target)
         except OSError:
             _unlink_quietly(tmp)
             raise
-        if not replace:
-            _unlink_quietly(tmp)
         self._sync_dir(state)
         return target
 
@@ -632,9 +634,10 @@ _renameat2_works = _LIBC is not None and hasattr(_LIBC, "renameat2")
 def _rename_noreplace(src: str | Path, dst: str | Path) -> None:
     """Rename that fails with FileExistsError instead of replacing ``dst``.
 
-    One ``renameat2(RENAME_NOREPLACE)`` call where the kernel and filesystem have it;
-    elsewhere a check then a rename, which is enough because within one spool the supervisor
-    is the only mover (the check keeps a bug from silently destroying a job).
+    One ``renameat2(RENAME_NOREPLACE)`` call where the kernel and filesystem have it.
+    Elsewhere a regular file is linked then unlinked (the link is what refuses a clash, so two
+    producers racing on one id still see exactly one win); anything else (a directory being
+    rejected) is checked then renamed, enough because only the supervisor moves those.
     """
     global _renameat2_works
     if _renameat2_works:
@@ -647,6 +650,15 @@ def _rename_noreplace(src: str | Path, dst: str | Path) -> None:
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
             raise OSError(err, os.strerror(err), str(src), None, str(dst))  # ENOENT: FileNotFoundError
         _renameat2_works = False  # the filesystem cannot do it: fall back for good
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        pass  # a directory, or a filesystem without hard links
+    else:
+        os.unlink(src)
+        return
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "target exists", str(dst))
     os.rename(src, dst)

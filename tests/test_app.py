@@ -117,6 +117,17 @@ def test_send_many_checks_every_job_before_writing_any(app: spoolq.App) -> None:
     handles = app.send_many([("t", [i], {}) for i in range(5)] + [{"name": "u", "args": [9], "task_id": "d"}])
     assert len(handles) == 6 and handles[-1].id == "d"
     assert len(files_in(app.spool.dir(NEW))) == 6
+    with pytest.raises(JobFormatError, match="needs a 'name'"):
+        app.send_many([{"args": [1]}])
+    assert len(files_in(app.spool.dir(NEW))) == 6
+
+
+def test_a_delivered_job_has_one_name_and_leaves_nothing_in_tmp(app: spoolq.App) -> None:
+    # SPEC §1: renamed into place, not linked, so no second name is ever left behind.
+    app.send_task("t", [1], task_id="one")
+    app.send_many([("t", [i], None) for i in range(3)])
+    assert files_in(app.spool.dir("tmp")) == []
+    assert {(app.spool.dir(NEW) / n).stat().st_nlink for n in files_in(app.spool.dir(NEW))} == {1}
 
 
 def test_batch_publishes_on_exit_and_nothing_on_error(app: spoolq.App) -> None:
