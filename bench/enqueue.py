@@ -8,6 +8,11 @@ Cases (each in a fresh spool in a temporary directory):
   file in tmp/, write, fsync it, rename it into new/, fsync new/ (or the same without the
   fsyncs) — the ceiling the per-call cases are compared with.
 
+Before each case the disk is left to quiet down (``bench.peers._workloads.wait_disk_quiet``),
+and each case's directory is renamed into a graveyard deleted only when the run ends
+(``bury``): deleting thousands of files makes file creation slow for a long while after,
+which would be charged to the next case.
+
 Usage::
 
     python bench/enqueue.py              # N = 2000, best of 3 rounds
@@ -20,12 +25,25 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from spoolq import App
+if __package__ in (None, ""):  # run as a script (python bench/enqueue.py): import bench.peers
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.peers._workloads import (  # noqa: E402
+    QUIET_CREATE_US,
+    QUIET_MAX_WAIT_S,
+    bury,
+    empty_graveyards,
+    wait_disk_quiet,
+)
+from spoolq import App  # noqa: E402
 
 PAYLOAD = ["Hello World", {"n": 1, "tags": ["a", "b"]}]
 
@@ -62,17 +80,25 @@ def bulk(root: Path, n: int, fsync: bool) -> None:
     App(root, fsync=fsync).send_many([("NAME.echofunction", PAYLOAD, None)] * n)
 
 
-def measure(base: Path, name: str, fn: Callable[[Path, int, bool], None], n: int, fsync: bool) -> float:
-    """Seconds to run ``fn`` once on a fresh directory; checks that N files landed."""
-    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base)) / "spool"
+def measure(base: Path, name: str, fn: Callable[[Path, int, bool], None], n: int, fsync: bool,
+            quiet_us: float = QUIET_CREATE_US, quiet_max_s: float = QUIET_MAX_WAIT_S
+            ) -> tuple[float, dict[str, Any]]:
+    """Seconds to run ``fn`` once on a fresh directory in ``base``, and the quiet-disk wait.
+
+    Waits for a quiet disk first (``wait_disk_quiet``, probing next to the spool), checks
+    that N files landed, then buries the directory (deleted when the run ends).
+    """
+    case = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    quiet = wait_disk_quiet(case / "quiet", quiet_us, quiet_max_s)
+    root = case / "spool"
     t0 = time.perf_counter()
     fn(root, n, fsync)
     elapsed = time.perf_counter() - t0
     landed = len(os.listdir(root / "new"))
     if landed != n:
         raise SystemExit(f"{name}: expected {n} files in new/, found {landed}")
-    shutil.rmtree(root.parent)
-    return elapsed
+    bury(case)
+    return elapsed, quiet
 
 
 CASES: list[tuple[str, Callable[[Path, int, bool], None]]] = [
@@ -88,17 +114,23 @@ def main() -> None:
     parser.add_argument("-r", "--repeat", type=int, default=3, help="rounds; the best time of each case counts")
     parser.add_argument("--dir", default=None, help="where to make the temporary spools (default: system temp)")
     args = parser.parse_args()
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind like Ctrl-C: the finally still cleans up
+        signal.signal(sig, _interrupt)
     base = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     best: dict[tuple[str, bool], float] = {}
+    waits: list[float] = []
     try:
         for _ in range(args.repeat):  # rounds interleave the cases, so a busy moment hits them all alike
             for fsync in (True, False):
                 for label, fn in CASES:
-                    seconds = measure(base, label.split(",")[0].split()[0], fn, args.n, fsync)
+                    seconds, quiet = measure(base, label.split(",")[0].split()[0], fn, args.n, fsync)
                     best[label, fsync] = min(seconds, best.get((label, fsync), seconds))
+                    waits.append(quiet["quiet_wait_s"])
     finally:
+        empty_graveyards()  # the cases' directories, once, at the end
         shutil.rmtree(base, ignore_errors=True)
     print(f"enqueue: N={args.n} jobs per case, one producer, best of {args.repeat}, in {base.parent}")
+    print(f"waited for a quiet disk before each case: {sum(waits):.1f} s in all, at most {max(waits):.1f} s")
     print(f"{'case':<26} {'fsync':<5} {'seconds':>8} {'jobs/s':>9} {'of bare fs':>10}")
     for fsync in (True, False):
         bare = best[CASES[0][0], fsync]
@@ -106,6 +138,10 @@ def main() -> None:
             seconds = best[label, fsync]
             print(f"{label:<26} {'on' if fsync else 'off':<5} {seconds:>8.3f} {args.n / seconds:>9.0f} "
                   f"{bare / seconds:>9.2f}x")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from bench.enqueue import bare_fs, measure
 from bench.peers import DEFAULT_SCALE, PEERS, QUICK_SCALE, WORKLOADS, ensure_redis, run_peer
 from bench.peers.__main__ import _interrupt, parse_set
 from bench.peers._peers import PY, PeerBench
-from bench.peers._workloads import BenchTimeout, Run
+from bench.peers._workloads import QUIET_CREATE_US, QUIET_MAX_WAIT_S, BenchTimeout, Run, empty_graveyards
 from bench.worker import _hwm_kib
 
 HERE = Path(__file__).resolve().parent
@@ -57,8 +57,8 @@ SPOOLQ = PeerBench(
     name="spoolq",
     module="bench.spoolq_tasks",
     workers="spoolq worker -c 2 (supervisor + 2 worker processes)",
-    durability="durable (fsync = true, the default): per enqueue write + fsync + link into new/ + directory"
-    " fsync; the supervisor's moves are renames, their directory fsyncs batched (Spool.barrier)",
+    durability="durable (fsync = true, the default): per enqueue write + fsync + rename (no-replace) into new/"
+    " + directory fsync; the supervisor's moves are renames, their directory fsyncs batched (Spool.barrier)",
     worker_argvs=((PY, "-m", "spoolq", "--spool", "store/spool", "worker", "-c", "2",
                    "-I", "bench.spoolq_tasks", "--loglevel", "WARNING"),),
     has_bulk=True,
@@ -87,6 +87,9 @@ SCALE: dict[str, Any] = {
     "n_scale_measure": 10_000,
     "scale_prefill_batch": 10_000,
     "scale_timeout_s": 120.0,
+    # the quiet-disk wait before every measurement that times file creation (_workloads)
+    "quiet_create_us": QUIET_CREATE_US,
+    "quiet_max_wait_s": QUIET_MAX_WAIT_S,
 }
 QUICK: dict[str, Any] = {
     **QUICK_SCALE,
@@ -97,6 +100,8 @@ QUICK: dict[str, Any] = {
     "n_scale_measure": 100,
     "scale_prefill_batch": 500,
     "scale_timeout_s": 30.0,
+    "quiet_create_us": QUIET_CREATE_US,
+    "quiet_max_wait_s": 5.0,  # a smoke run: do not wait long for a busy shared disk
 }
 
 #: ``--workload`` choices: the six shared ones, then spoolq's own.
@@ -121,15 +126,13 @@ def _timed(fn: Callable[[], dict[str, Any]], peer: str, workload: str) -> dict[s
 
 
 def bare_fs_limit(scale: dict[str, Any]) -> dict[str, Any]:
-    """``bench.enqueue.bare_fs`` with fsync, ``n_enqueue`` files, in the same temp file system."""
+    """``bench.enqueue.bare_fs`` with fsync, ``n_enqueue`` files, in the same temp dir as the
+    workloads' (so after the same quiet-disk wait, and buried in the same graveyard)."""
     n = int(scale["n_enqueue"])
-    base = Path(tempfile.mkdtemp(prefix="bench-barefs-"))
-    try:
-        seconds = measure(base, "bare", bare_fs, n, True)
-    finally:
-        os.rmdir(base)
+    seconds, quiet = measure(Path(tempfile.gettempdir()), "bench-barefs", bare_fs, n, True,
+                             float(scale["quiet_create_us"]), float(scale["quiet_max_wait_s"]))
     return {"jobs_per_s": n / seconds, "jobs": n,
-            "durability": "write + fsync file + rename + fsync dir, per job"}
+            "durability": "write + fsync file + rename + fsync dir, per job", **quiet}
 
 
 def scale_drain(queued: int, scale: dict[str, Any]) -> dict[str, Any]:
@@ -160,10 +163,7 @@ def scale_drain(queued: int, scale: dict[str, Any]) -> dict[str, Any]:
             out["jobs_per_s_running"] = (k - 1) / (t_end - first)
         return out
     finally:
-        t0 = time.monotonic()
-        run.close()
-        if queued >= 100_000:
-            print(f"  (removing {queued} files took {time.monotonic() - t0:.0f} s)", file=sys.stderr)
+        run.close()  # its files are deleted with the graveyard, at the end of the run
 
 
 def best_round(rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,9 +172,12 @@ def best_round(rs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(rs) == 1 or not ok:
         return rs[0]
     best = max(ok, key=lambda r: r["jobs_per_s"])
-    return {**best, "rounds_jobs_per_s": [round(r.get("jobs_per_s", 0.0)) if r.get("status") == "ok" else r["status"]
-                                         for r in rs],
-            "rounds_loadavg_1m_before": [r.get("loadavg_1m_before") for r in rs]}
+    out = {**best, "rounds_jobs_per_s": [round(r.get("jobs_per_s", 0.0)) if r.get("status") == "ok" else r["status"]
+                                        for r in rs],
+           "rounds_loadavg_1m_before": [r.get("loadavg_1m_before") for r in rs]}
+    if any("quiet_wait_s" in r for r in rs):
+        out["rounds_quiet_wait_s"] = [round(r["quiet_wait_s"], 1) if "quiet_wait_s" in r else None for r in rs]
+    return out
 
 
 def run_spoolq(workload: str, scale: dict[str, Any]) -> list[dict[str, Any]]:
@@ -431,6 +434,13 @@ def report(results: list[dict[str, Any]], argv: list[str], scale_name: str, seco
         " spoolq's enqueue_1.",
         "- Enqueue rows (every participant, bare fs too): `enqueue_rounds` rounds, interleaved, the"
         " best kept (`rounds_jobs_per_s` lists each round).",
+        "- Nothing is deleted during the run: each measurement's temp dir is renamed into a graveyard"
+        " deleted once at the end, and every measurement that times file creation (enqueue rows, bare"
+        " fs, latency) first waits until creating 20 empty files costs < `quiet_create_us` µs (median;"
+        " at most `quiet_max_wait_s`; `quiet_wait_s` and `quiet_create_us` in the lines below): on this"
+        " disk (ext4, `discard`, no journal) file creation stays slow (~20 µs -> ~1 ms) for tens of"
+        " seconds after thousands of files are deleted, which used to charge one participant's"
+        " clean-up to whoever was measured next.",
         "- Scale: N no-op jobs prefilled into new/ (send_many, fsync off, not timed), then"
         " `spoolq worker -c 2` timed from spawn to the `n_scale_measure`-th completion (all of the"
         " small queue, the first part of the big one; fsync on for the worker's moves); RSS = the"
@@ -449,7 +459,8 @@ def report(results: list[dict[str, Any]], argv: list[str], scale_name: str, seco
 def _line(r: dict[str, Any]) -> str:
     k = _key_of(r)
     v = f"{r[k]:,.2f} {k}" if k else ""
-    return f"{r['peer']:15} {r['workload']:16} {r['status']:8} {v:32} {r['seconds']:6.1f} s"
+    quiet = f" (after {r['quiet_wait_s']:.1f} s quiet-disk wait)" if r.get("quiet_wait_s", 0) >= 0.5 else ""
+    return f"{r['peer']:15} {r['workload']:16} {r['status']:8} {v:32} {r['seconds']:6.1f} s{quiet}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,33 +494,37 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps({"scale": scale, "results": results}, indent=1, default=str))
 
     peer_scale = {**scale, "n_delayed_far": scale["n_delayed_far_peers"]}
-    with ensure_redis() if peers else contextlib.nullcontext():
-        for w in workloads:
-            if w == "bare_fs" and "enqueue_1" in workloads:
-                continue  # measured right after spoolq's enqueue_1: the same moment's file system
-            jobs: list[Callable[[], list[dict[str, Any]]]] = [lambda w=w: run_spoolq(w, scale)]
-            if w == "enqueue_1":
-                jobs.append(lambda: run_spoolq("bare_fs", scale))
-            if w in WORKLOADS:
-                jobs += [lambda p=p, w=w: [run_peer(p, w, peer_scale)] for p in peers]
-            # The short enqueue measurements are repeated, rounds interleaved, best kept:
-            # on a shared 2-core host one busy moment should not decide a ratio.
-            rounds = int(scale["enqueue_rounds"]) if w.startswith("enqueue") or w == "bare_fs" else 1
-            collected: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for _ in range(rounds):
-                for job in jobs:
-                    for r in job():
-                        print(_line(r), file=sys.stderr, flush=True)
-                        collected.setdefault((r["peer"], r["workload"]), []).append(r)
-            add([best_round(rs) for rs in collected.values()])
-    seconds = time.monotonic() - t0
-    print(table(results))
-    print(f"\n{len(results)} measurements in {seconds:.0f} s; load average now "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)")
-    target = args.results or (str(RESULTS_MD) if not (args.quick or args.only or args.workload or args.peer)
-                              else None)
-    if target:
-        Path(target).write_text(report(results, argv, "quick" if args.quick else "default", seconds, peers,
-                                       os.getloadavg()))
-        print(f"wrote {target}")
+    try:
+        with ensure_redis() if peers else contextlib.nullcontext():
+            for w in workloads:
+                if w == "bare_fs" and "enqueue_1" in workloads:
+                    continue  # measured right after spoolq's enqueue_1: the same moment's file system
+                jobs: list[Callable[[], list[dict[str, Any]]]] = [lambda w=w: run_spoolq(w, scale)]
+                if w == "enqueue_1":
+                    jobs.append(lambda: run_spoolq("bare_fs", scale))
+                if w in WORKLOADS:
+                    jobs += [lambda p=p, w=w: [run_peer(p, w, peer_scale)] for p in peers]
+                # The short enqueue measurements are repeated, rounds interleaved, best kept:
+                # on a shared 2-core host one busy moment should not decide a ratio.
+                rounds = int(scale["enqueue_rounds"]) if w.startswith("enqueue") or w == "bare_fs" else 1
+                collected: dict[tuple[str, str], list[dict[str, Any]]] = {}
+                for _ in range(rounds):
+                    for job in jobs:
+                        for r in job():
+                            print(_line(r), file=sys.stderr, flush=True)
+                            collected.setdefault((r["peer"], r["workload"]), []).append(r)
+                add([best_round(rs) for rs in collected.values()])
+        seconds = time.monotonic() - t0
+        print(table(results))
+        print(f"\n{len(results)} measurements in {seconds:.0f} s; load average now "
+              + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)")
+        target = args.results or (str(RESULTS_MD) if not (args.quick or args.only or args.workload or args.peer)
+                                  else None)
+        if target:
+            Path(target).write_text(report(results, argv, "quick" if args.quick else "default", seconds, peers,
+                                           os.getloadavg()))
+            print(f"wrote {target}")
+    finally:
+        # every measurement's temp dir, buried as it ended: deleted now, once, with nothing left to measure
+        print(f"(deleting the graveyard took {empty_graveyards():.0f} s)", file=sys.stderr, flush=True)
     return 0
