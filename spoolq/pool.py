@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from .retry import DIED, Outcome
 from .runner import child_main, job_message
 
 # Jobs a child may hold at once while jobs are short (see Pool.capacity).
-PREFETCH = 4
+PREFETCH = 16
 PREFETCH_BELOW_S = 0.005
 
 
@@ -32,15 +34,19 @@ PREFETCH_BELOW_S = 0.005
 class Slot:
     """One child process and the jobs handed to it, the running one first.
 
-    Jobs behind the first are prefetched: already in the child's pipe, started as soon as
-    the one before answers.  Only the first is charged when the child dies; the others go
-    back to ``ready/`` as they were.
+    A job handed to a child stays in ``ready/`` until the child claims it (renames it into
+    ``active/``) just before running it.  Jobs behind the first are prefetched: in the
+    child's pipe, not yet claimed, so when the child dies they are simply still ready; only
+    the first can have been claimed, and only it is charged.
     """
 
     index: int
     process: Any = None
     conn: Connection | None = None
-    queue: deque[tuple[Job, float | None]] = field(default_factory=deque)  # (job, hard limit)
+    sock: socket.socket | None = None  # the same pipe, for non-blocking reads of answers
+    buf: bytearray = field(default_factory=bytearray)  # answer bytes not yet a whole frame
+    outbox: bytearray = field(default_factory=bytearray)  # jobs handed over, sent by Pool.flush
+    queue: deque[tuple[Job, float | None, str]] = field(default_factory=deque)  # (job, hard limit, ready/ name)
     started: float = 0.0  # monotonic seconds the first job started
     deadline: float | None = None  # monotonic seconds of the first job's hard limit
     hard_limit: float | None = None
@@ -75,9 +81,11 @@ class Pool:
     size: int
     modules: list[str]
     max_tasks_per_child: int | None = None
+    spool_root: str = ""  # children claim and discard jobs in this spool
+    fsync: bool = True
     prefetch: int = PREFETCH
     slots: list[Slot] = field(default_factory=list)
-    requeue: list[Job] = field(default_factory=list)  # prefetched jobs whose child died
+    requeue: list[tuple[Job, str]] = field(default_factory=list)  # unclaimed jobs of a dead child
     avg_duration_s: float = 1.0  # moving average of job run times; starts pessimistic
     _retiring: list[Any] = field(default_factory=list)
     _ctx: Any = None
@@ -93,11 +101,19 @@ class Pool:
 
     def _spawn(self, slot: Slot) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=child_main, args=(child, self.modules), name=f"spoolq-worker-{slot.index}",
-                                 daemon=True)
+        proc = self._ctx.Process(target=child_main, args=(child, self.modules, self.spool_root, self.fsync),
+                                 name=f"spoolq-worker-{slot.index}", daemon=True)
         proc.start()
         child.close()
+        if slot.sock is not None:
+            slot.sock.close()
         slot.process, slot.conn = proc, parent
+        # A duplex Pipe is a socketpair: recv(MSG_DONTWAIT) on a duplicate of its descriptor
+        # takes every answer waiting in one call, without a poll first and without making
+        # the sending side non-blocking.
+        slot.sock = socket.socket(fileno=os.dup(parent.fileno()))
+        slot.buf.clear()
+        slot.outbox.clear()
         slot.queue.clear()
         slot.deadline, slot.tasks_done, slot.killed_for = None, 0, ""
 
@@ -112,6 +128,11 @@ class Pool:
             return 1
         return self.prefetch
 
+    def room(self) -> int:
+        """How many more jobs the children can take now."""
+        cap = self.capacity()
+        return sum(max(0, cap - len(s.queue)) for s in self.slots)
+
     def free(self) -> list[Slot]:
         """The slots that can take one more job, idle ones first."""
         cap = self.capacity()
@@ -121,23 +142,38 @@ class Pool:
         """The slots running a job."""
         return [s for s in self.slots if s.busy]
 
-    def submit(self, slot: Slot, job: Job, *, soft_limit: float | None, hard_limit: float | None) -> None:
-        """Hand ``job`` to a child with room for it.  A child that died raises OSError;
-        the caller puts the job back and lets :meth:`collect` replace the child."""
-        assert slot.conn is not None
+    def submit(self, slot: Slot, job: Job, name: str, *, soft_limit: float | None, hard_limit: float | None,
+               discard: bool) -> None:
+        """Hand ``job`` (``ready/<name>``) to a child with room for it; the child claims it
+        when it gets to it, and with ``discard`` removes it itself if it succeeds.
+
+        The message waits in the slot's outbox until :meth:`flush`, so that the jobs of one
+        round go out in one write per child.  If the child turns out dead, its jobs are
+        still in ``slot.queue``, unclaimed, and :meth:`collect` hands them back.
+        """
         msg = job_message(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
-                          max_retries=job.max_retries, soft_time_limit=soft_limit)
-        slot.conn.send_bytes(msg)
-        slot.queue.append((job, hard_limit))
+                          max_retries=job.max_retries, soft_time_limit=soft_limit, claim=name, discard=discard)
+        slot.outbox += _frame(msg)
+        slot.queue.append((job, hard_limit, name))
         if len(slot.queue) == 1:
             slot._start_head(time.monotonic())
 
-    def waitables(self) -> list[Any]:
-        """What :func:`multiprocessing.connection.wait` should watch: pipes and sentinels."""
-        out: list[Any] = []
+    def flush(self) -> None:
+        """Send what :meth:`submit` queued; a child that died is left to :meth:`collect`."""
         for s in self.slots:
-            if s.conn is not None:
-                out.append(s.conn)
+            if s.outbox and s.sock is not None:
+                data, s.outbox = bytes(s.outbox), bytearray()
+                try:
+                    s.sock.sendall(data)
+                except OSError:
+                    pass  # dead: its sentinel fires and collect() takes its jobs back
+
+    def waitables(self) -> list[int]:
+        """The descriptors to wait on: each child's pipe and its process sentinel."""
+        out: list[int] = []
+        for s in self.slots:
+            if s.sock is not None:
+                out.append(s.sock.fileno())
             if s.process is not None:
                 out.append(s.process.sentinel)
         return out
@@ -155,39 +191,41 @@ class Pool:
                 s.killed_for = f"hard time limit ({s.hard_limit:g} s) exceeded"
                 _kill(s.process)
 
-    def collect(self, ready: list[Any] | None = None) -> list[tuple[Job, Outcome]]:
+    def collect(self, ready: set[int] | None = None) -> list[tuple[Job, Outcome, str]]:
         """Read every answer and every death; replace dead or spent children.
 
         Parameters:
-            ready: the objects :func:`wait` returned (None: look at all slots, without
-                blocking).
+            ready: the descriptors the wait found readable (None: look at every slot,
+                without blocking).
         Returns:
-            ``(job, outcome)`` for each job that ended.
+            ``(job, outcome, ready/ name)`` for each job that ended.  The outcome of a dead
+            child's first job is a death; whether the child had claimed it yet is for the
+            caller to find out on disk.
         """
-        conns = {id(o) for o in ready if not isinstance(o, int)} if ready is not None else set()
-        sentinels = {o for o in ready if isinstance(o, int)} if ready is not None else set()
-        ended: list[tuple[Job, Outcome]] = []
+        ended: list[tuple[Job, Outcome, str]] = []
         for s in self.slots:
-            if ready is not None and id(s.conn) not in conns and s.process.sentinel not in sentinels:
+            if s.sock is None:
+                continue
+            if ready is not None and s.sock.fileno() not in ready and s.process.sentinel not in ready:
                 continue
             # Read all pending answers first: a child may have answered and then died.
             spent = False
-            while s.busy and s.conn is not None and not spent and _poll(s.conn):
-                try:
-                    data = s.conn.recv_bytes()
-                except (EOFError, OSError):
-                    break
-                job, _ = s.queue.popleft()
+            for data in _answers(s):
+                if not s.busy:
+                    break  # pragma: no cover - an answer nobody asked for
+                job, _, name = s.queue.popleft()
                 s.tasks_done += 1
                 outcome = outcome_from_message(json.loads(data))
-                ended.append((job, outcome))
+                ended.append((job, outcome, name))
                 self.avg_duration_s = 0.8 * self.avg_duration_s + 0.2 * outcome.duration_s
                 s._start_head(time.monotonic())
-                spent = outcome.kind == DIED  # the child cannot go on (out of memory) and exits
+                if outcome.kind == DIED:  # the child cannot go on (out of memory) and exits
+                    spent = True
+                    break
             if spent:
                 self._requeue_rest(s)
                 self._retire(s)
-            elif not s.process.is_alive():
+            elif (ready is None or s.process.sentinel in ready) and not s.process.is_alive():
                 s.process.join(0)
                 # A child that still holds its pipe open is alive: it is the forkserver (our
                 # only view of its exit) that died.  Kill the orphan, or its job would run
@@ -198,13 +236,13 @@ class Pool:
                     _kill(s.process)
                     _await_forkserver_exit()
                 if s.busy:
-                    job, _ = s.queue.popleft()
+                    job, _, name = s.queue.popleft()
                     self._requeue_rest(s)
                     if orphaned:
                         ended.append((job, Outcome(kind=DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
-                                                   duration_s=time.monotonic() - s.started)))  # fmt: skip
+                                                   duration_s=time.monotonic() - s.started), name))  # fmt: skip
                     else:
-                        ended.append((job, died_outcome(s)))
+                        ended.append((job, died_outcome(s), name))
                 self._replace(s)
             elif not s.busy and self.max_tasks_per_child and s.tasks_done >= self.max_tasks_per_child:
                 self._retire(s)
@@ -212,7 +250,7 @@ class Pool:
         return ended
 
     def _requeue_rest(self, slot: Slot) -> None:
-        self.requeue.extend(job for job, _ in slot.queue)
+        self.requeue.extend((job, name) for job, _, name in slot.queue)
         slot.queue.clear()
 
     def _replace(self, slot: Slot) -> None:
@@ -235,21 +273,24 @@ class Pool:
                 still.append(proc)
         self._retiring = still
 
-    def kill_running(self, reason: str) -> list[Job]:
-        """Kill the children that run a job (shutdown after the timeout); returns their jobs,
-        which the caller puts back in ``ready/`` without charging an attempt."""
+    def kill_running(self, reason: str) -> list[tuple[Job, str]]:
+        """Kill the children that run a job (shutdown after the timeout); returns their jobs
+        with their ``ready/`` names, which the caller puts back without charging an attempt."""
         jobs = []
         for s in self.slots:
             if s.busy:
                 _kill(s.process)
                 s.process.join(5)
-                jobs.extend(job for job, _ in s.queue)
+                jobs.extend((job, name) for job, _, name in s.queue)
                 s.queue.clear()
         return jobs
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop every child: close the pipes (idle children exit), then kill stragglers."""
         for s in self.slots:
+            if s.sock is not None:
+                s.sock.close()
+                s.sock = None
             if s.conn is not None:
                 s.conn.close()
                 s.conn = None
@@ -281,6 +322,7 @@ def outcome_from_message(msg: dict) -> Outcome:
         new_kwargs=msg.get("kwargs"),
         max_retries=msg.get("max_retries"),
         duration_s=float(msg.get("duration_s") or 0.0),
+        discarded=bool(msg.get("discarded")),
     )
 
 
@@ -325,19 +367,59 @@ def _await_forkserver_exit(timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+_HEADER = struct.Struct("!i")
+_LONG_HEADER = struct.Struct("!Q")
+
+
+def _frame(data: bytes) -> bytes:
+    """``data`` framed as :meth:`Connection.recv_bytes` in the child expects it."""
+    if len(data) > 0x7FFFFFFF:
+        return _HEADER.pack(-1) + _LONG_HEADER.pack(len(data)) + data
+    return _HEADER.pack(len(data)) + data
+
+
+def _answers(slot: Slot) -> list[bytes]:
+    """The whole answers a child has sent so far, read without blocking.
+
+    Frames are those of :meth:`multiprocessing.connection.Connection.send_bytes`, which the
+    child uses: a 4-byte big-endian length (-1, then 8 bytes, past 2 GiB), then the bytes.
+    """
+    assert slot.sock is not None
+    while True:
+        try:
+            chunk = slot.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break  # the child is gone; its sentinel tells the rest
+        if not chunk:
+            break
+        slot.buf += chunk
+    out = []
+    buf, pos = slot.buf, 0
+    while len(buf) - pos >= 4:
+        (size,) = _HEADER.unpack_from(buf, pos)
+        start = pos + 4
+        if size == -1:
+            if len(buf) - start < 8:
+                break
+            (size,) = _LONG_HEADER.unpack_from(buf, start)
+            start += 8
+        if len(buf) - start < size:
+            break
+        out.append(bytes(buf[start : start + size]))
+        pos = start + size
+    if pos:
+        del buf[:pos]
+    return out
+
+
 def _connected(conn: Connection | None) -> bool:
     """Whether the other end of the pipe is still open (no answer waiting, no EOF)."""
     if conn is None:
         return False
     try:
         return not conn.poll()
-    except (EOFError, OSError):
-        return False
-
-
-def _poll(conn: Connection) -> bool:
-    try:
-        return conn.poll()
     except (EOFError, OSError):
         return False
 

@@ -17,6 +17,9 @@ from .job import Job, as_utc, make_error
 from .task import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, Task
 
 SUCCESS, ERROR, RETRY, DIED = "success", "error", "retry", "died"
+# A child could not claim the job it was given, so it did not run: it was gone from ready/
+# (deleted or moved by hand), its id was already active, or the rename failed (I/O).
+GONE, CLASH, UNCLAIMED = "gone", "clash", "unclaimed"
 DELETE, KEEP, DELAY, FAIL = "delete", "keep", "delay", "fail"
 # A job whose worker died is retried sooner than the task's retry delay: the death is more
 # often the machine (OOM, a kill) than the input; backoff still stops a crash loop.
@@ -28,7 +31,8 @@ class Outcome:
     """What one run of a job produced, as the pool reports it.
 
     ``kind`` is success, error (an exception), retry (``task.retry`` was raised) or died
-    (the worker process ended, or was killed for its time limit, without answering).
+    (the worker process ended, or was killed for its time limit, without answering); or
+    gone, clash or unclaimed when the child could not claim the job and did not run it.
     """
 
     kind: str
@@ -43,6 +47,7 @@ class Outcome:
     new_kwargs: dict | None = None
     max_retries: int | None = None
     duration_s: float = 0.0
+    discarded: bool = False  # a success the child already took out of active/ (result not kept)
 
 
 @dataclass(frozen=True)

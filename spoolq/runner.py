@@ -5,6 +5,12 @@ object, the child answers one outcome object.  Whatever the task does (return, r
 hit its soft time limit), the answer carries the kind, and for errors the type, message and
 traceback text.  Only a dead process fails to answer, and the supervisor sees that through
 the process sentinel.
+
+The child claims its job itself, renaming ``ready/<name>`` into ``active/<id>.json`` right
+before running it, and when the job succeeds and keeps no result it takes it out of
+``active/`` itself (:meth:`Spool.discard`).  Those two renames were the supervisor's, one
+process serving every child; here they run in parallel, next to the work.  Every other
+outcome (retry, failure, kept result) is recorded by the supervisor, as before.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
+import socket
+import struct
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime
@@ -22,15 +32,23 @@ from typing import Any
 from .errors import Retry, SoftTimeLimitExceeded, TaskNotFound
 from .job import encode_json, format_ts, parse_ts
 from .registry import Registry, discover
+from .retry import CLASH, GONE, SUCCESS, UNCLAIMED
+from .spool import ACTIVE, READY, Spool
 from .task import Request, set_request
+
+ANSWER_BATCH = 8  # answers sent together at most
+ANSWER_HOLD_S = 0.001  # longest an answer waits for others
 
 
 def job_message(job_id: str, task: str, args: list, kwargs: dict, *, retries: int, eta: datetime | None,
-                max_retries: int | None, soft_time_limit: float | None) -> bytes:
-    """The message that hands a job to a child."""
+                max_retries: int | None, soft_time_limit: float | None, claim: str | None = None,
+                discard: bool = False) -> bytes:
+    """The message that hands a job to a child: ``claim`` is its ``ready/`` name (None:
+    already claimed), ``discard`` says the child removes it itself when it succeeds."""
     return encode_json({
         "id": job_id, "task": task, "args": args, "kwargs": kwargs, "retries": retries,
         "eta": format_ts(eta) if eta else None, "max_retries": max_retries, "soft_time_limit": soft_time_limit,
+        "claim": claim, "discard": discard,
     })  # fmt: skip
 
 
@@ -129,7 +147,68 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def child_main(conn: Any, modules: list[str]) -> None:
+def claim(spool: Spool, msg: dict) -> dict | None:
+    """Rename the job from ``ready/`` into ``active/``; None when that worked, otherwise the
+    answer that says why it was not run."""
+    name = msg.get("claim")
+    if not name:
+        return None
+    if "/" in name or name.startswith("."):
+        raise ValueError(f"not a ready/ name: {name!r}")
+    try:
+        spool.move(spool.file(READY, name), ACTIVE, f"{msg['id']}.json")
+    except FileNotFoundError:
+        return {"kind": GONE, "message": f"ready/{name} was gone when a worker came to claim it"}
+    except FileExistsError:
+        return {"kind": CLASH, "message": f"a job with id {msg['id']!r} is already in active/"}
+    except OSError as exc:
+        return {"kind": UNCLAIMED, "message": f"cannot claim ready/{name}: {exc.strerror or exc}"}
+    return None
+
+
+def handle(registry: Registry, spool: Spool, msg: dict) -> dict:
+    """Claim, run and (for a success that keeps nothing) discard one job; its answer."""
+    refused = claim(spool, msg)
+    if refused is not None:
+        return refused
+    outcome = run_job(registry, msg)
+    if outcome["kind"] == SUCCESS and msg.get("discard"):
+        try:
+            spool.discard(spool.file(ACTIVE, f"{msg['id']}.json"))
+            outcome["discarded"] = True
+        except OSError:
+            pass  # left in active/: the supervisor removes it when it settles the answer
+    return outcome
+
+
+def _die_with_supervisor(conn: Any, spool: Spool) -> None:
+    """Exit the moment the supervisor's end of the pipe closes, even in the middle of a job.
+
+    The forkserver (and so PR_SET_PDEATHSIG) can outlive a SIGKILLed supervisor, and a child
+    moves spool files (it claims and discards its jobs): an orphan finishing its job would
+    remove the file that the next supervisor has recovered and handed out again, and one
+    with prefetched jobs would claim them behind the next supervisor's back.  A thread that
+    sleeps in poll() for the hang-up costs nothing until then.  Finished jobs already
+    renamed into ``tmp/`` are still unlinked first (a retired child's last ones).
+    """
+    hangup = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
+    watch = select.poll()
+    watch.register(conn.fileno(), hangup)
+
+    def wait_for_hangup() -> None:
+        while True:
+            try:
+                events = watch.poll()
+            except InterruptedError:  # pragma: no cover - retried by Python itself since 3.5
+                continue
+            if any(ev & (hangup | select.POLLERR | select.POLLNVAL) for _, ev in events):
+                spool.close()
+                os._exit(0)
+
+    threading.Thread(target=wait_for_hangup, name="spoolq-hangup", daemon=True).start()
+
+
+def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = True) -> None:
     """The pool child's loop: import the task modules, then answer jobs until EOF.
 
     SIGINT and SIGTERM are ignored: a Ctrl-C or a group-wide TERM reaches the supervisor,
@@ -142,18 +221,61 @@ def child_main(conn: Any, modules: list[str]) -> None:
     registry = discover(modules, use_entry_points=False)
     for err in registry.errors:
         print(f"spoolq worker {os.getpid()}: cannot load {err.source}: {err.error}", file=sys.stderr, flush=True)
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        try:
-            outcome = run_job(registry, json.loads(data))
-        except BaseException as exc:  # noqa: BLE001 - a bad message must still get an answer
-            outcome = _error(exc, time.perf_counter(), autoretry=False)
-        try:
-            conn.send_bytes(encode_json(outcome))
-        except (OSError, ValueError):
-            return
-        if outcome.get("fatal"):
-            return  # the pool replaces this child when it reads the answer
+    # The child's renames are made durable by the supervisor's batched directory flushes.
+    spool = Spool(spool_root, fsync=fsync, create=False)
+    _die_with_supervisor(conn, spool)
+    answers = _Answers(conn)
+    try:
+        while True:
+            if not answers.waiting_jobs():
+                answers.send()  # about to block on the next job: nothing may wait behind it
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            try:
+                outcome = handle(registry, spool, json.loads(data))
+            except BaseException as exc:  # noqa: BLE001 - a bad message must still get an answer
+                outcome = _error(exc, time.perf_counter(), autoretry=False)
+            answers.add(encode_json(outcome))
+            if outcome.get("fatal") or answers.due():
+                answers.send()
+            if outcome.get("fatal"):
+                return  # the pool replaces this child when it reads the answer
+    except OSError:
+        return  # the supervisor is gone
+    finally:
+        spool.close()  # finish the unlinks of discarded jobs
+
+
+class _Answers:
+    """Answers sent a few at a time while more prefetched jobs wait in the pipe.
+
+    Each write wakes the supervisor; with jobs of microseconds, one wake-up per job was most
+    of its work.  An answer is held at most :data:`ANSWER_HOLD_S` and never while the child
+    waits for work, so the supervisor's view of which job is running (its hard time limits)
+    is never behind by more than that.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._sock = socket.socket(fileno=os.dup(conn.fileno()))
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLIN)
+        self._frames: list[bytes] = []
+        self._since = 0.0
+
+    def waiting_jobs(self) -> bool:
+        return bool(self._poll.poll(0))
+
+    def add(self, data: bytes) -> None:
+        if not self._frames:
+            self._since = time.monotonic()
+        self._frames.append(struct.pack("!i", len(data)) + data)
+
+    def due(self) -> bool:
+        return len(self._frames) >= ANSWER_BATCH or time.monotonic() - self._since >= ANSWER_HOLD_S
+
+    def send(self) -> None:
+        if self._frames:
+            data, self._frames = b"".join(self._frames), []
+            self._sock.sendall(data)

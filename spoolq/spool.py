@@ -475,6 +475,11 @@ class Spool:
                 raise
         raise SpoolError(f"cannot find a free name in failed/ for {base!r}")  # pragma: no cover
 
+    def touched(self, *states: str) -> None:
+        """Note that another process (a pool child) renamed files in these states, so that
+        the next :meth:`barrier` flushes them too."""
+        self._dirty.update(states)
+
     @property
     def dirty(self) -> bool:
         """Whether moves are waiting for a :meth:`barrier`."""

@@ -32,31 +32,35 @@ import heapq
 import logging
 import os
 import random
+import select
 import signal
 import stat
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from multiprocessing.connection import wait
 from typing import Any
 
 from .errors import JobFormatError, JobNotFound, SpoolError
 from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
-from .retry import DELAY, DELETE, FAIL, KEEP, Outcome, decide
+from .retry import CLASH, DELAY, DELETE, DIED, FAIL, GONE, KEEP, SUCCESS, UNCLAIMED, Outcome, decide
 from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Spool, job_name, parse_name
 from .task import Task
 from .watch import NewWatcher, Waker
 
 log = logging.getLogger("spoolq.worker")
 
-# A producer links its file into new/ and then unlinks the temporary name; between the two
-# the file has two links.  Only a link count that stays above one this long means a hard
-# link to a file elsewhere, which is refused unread.
+# A Maildir-style producer (another language's, or spoolq before it renamed) may link its
+# file into new/ and then unlink the temporary name; between the two the file has two
+# links.  Only a link count that stays above one this long means a hard link to a file
+# elsewhere, which is refused unread.
 LINK_GRACE_S = 2.0
 PRUNE_INTERVAL_S = 60.0
-INGEST_BATCH = 1000  # files taken in from new/ per tick at most
+INGEST_BATCH = 1000  # names listed from new/ at once
+# Ingest gives the loop back after this long when children could use work: a thousand reads
+# in one go would leave every child idle behind an empty prefetch queue for ~100 ms.
+INGEST_SLICE_S = 0.0005
 READY_BACKLOG = 5000  # with this many ready, ingest only keeps pace with dispatch
 # Moves (ingest, claim, promote, delete after success) are flushed in batches: a move that a
 # power loss undoes leaves the job in its previous state, to be taken again (at least once).
@@ -111,7 +115,8 @@ class Supervisor:
     ) -> None:
         self.spool = spool
         self.registry = registry
-        self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child)
+        self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child, spool_root=str(spool.path),
+                         fsync=spool.fsync)
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
         self.shutdown_timeout = shutdown_timeout
@@ -132,15 +137,20 @@ class Supervisor:
         self._ready_spilled = False  # ready/ holds names not in the index
         self._delayed: list[tuple[datetime, str]] = []  # heap of (due, delayed/ name)
         self._live: set[str] = set()  # ids in ready/, delayed/ or active/
-        self._unsettled: list[tuple[Job, Outcome]] = []  # outcomes that could not be written yet
+        self._unsettled: list[tuple[Job, Outcome, str]] = []  # outcomes that could not be written yet
         self._retry_io_at = 0.0  # monotonic time before which failed I/O is not retried
         self._io_backoff = 0.5
         self._scan_new = True
+        self._new_pending: list[str] = []  # names listed from new/, not yet taken in (reversed)
+        self._new_more = False  # the last listing of new/ was cut short
+        self._ingested = False  # the first ingest (a whole listing) is done
         self._next_rescan = 0.0
         self._next_prune = 0.0
         self._next_barrier = 0.0
         self._deferred_links: dict[str, float] = {}  # new/ names with 2 links, first seen
         self._saved_signals: tuple[Any, Any, Any] | None = None
+        self._poller = select.poll()
+        self._polled: set[int] = set()  # the descriptors registered with the poller
         self.stopping = False
         self.stop_now = False
         self._stop_deadline: float | None = None
@@ -187,12 +197,12 @@ class Supervisor:
         if not self.started:
             self.start()
         try:
+            ready: set[int] | None = None
             while True:
-                self.tick(self.clock())
+                self.tick(self.clock(), ready)
                 if self._finished():
                     break
-                timeout = self._sleep_time(self.clock())
-                ready = wait([*self.pool.waitables(), self.waker.read_fd, *self.watcher.fds()], timeout)
+                ready = self._wait(self._sleep_time(self.clock()))
                 if self.waker.read_fd in ready:
                     self.waker.drain()
                 if self.watcher.take_pending():
@@ -200,6 +210,21 @@ class Supervisor:
         finally:
             self.close()
         return 0
+
+    def _wait(self, timeout_s: float) -> set[int]:
+        """Sleep until a descriptor is readable or ``timeout_s`` passes; the readable ones.
+
+        One poll object for the whole run, updated only when a child is replaced: building a
+        selector per wait (``multiprocessing.connection.wait``) cost more than a job.
+        """
+        fds = {*self.pool.waitables(), self.waker.read_fd, *self.watcher.fds()}
+        if fds != self._polled:
+            for fd in self._polled - fds:
+                self._poller.unregister(fd)
+            for fd in fds - self._polled:
+                self._poller.register(fd, select.POLLIN)
+            self._polled = fds
+        return {fd for fd, _ in self._poller.poll(max(0.0, timeout_s) * 1000.0)}
 
     def close(self) -> None:
         """Return unfinished jobs to ``ready/``, stop the pool and the watcher, unlock."""
@@ -213,8 +238,8 @@ class Supervisor:
             self.watcher.stop()
             # Settle the answers already in the pipes first: a job that ended is not run again.
             self._collect_and_settle(self.clock())
-            for job in self.pool.kill_running("supervisor stopping"):
-                self._return_to_ready(job, "stopped before it finished")
+            for job, name in self.pool.kill_running("supervisor stopping"):
+                self._unassign(job, name, "stopped before it finished")
         except (OSError, SpoolError) as exc:
             log.error("while stopping: %s (what is left in active/ goes back to ready/ at the next start)", exc)
         finally:
@@ -241,19 +266,21 @@ class Supervisor:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def tick(self, now: datetime) -> None:
+    def tick(self, now: datetime, ready: set[int] | None = None) -> None:
         """One step of the loop, without blocking: settle what ended, take in new jobs,
-        promote due ones, dispatch, and flush the directories touched."""
+        promote due ones, dispatch, and flush the directories touched.  ``ready``: the
+        descriptors the last wait found readable (None: look at every child)."""
         mono = time.monotonic()
         self.pool.enforce_limits(mono)
-        self._collect_and_settle(now)
+        self._collect_and_settle(now, ready)
         if self.stopping:
             self._handle_stop(mono)
         else:
-            if self._scan_new or mono >= self._next_rescan:
-                self.ingest(now)
             self.promote_due(now)
             self.dispatch(now)
+            if self._scan_new or mono >= self._next_rescan or self._ingest_room() > 0:
+                self.ingest(now)
+            self.pool.flush()
         if mono >= self._next_prune:
             self.prune_results(now)
             self._next_prune = mono + PRUNE_INTERVAL_S
@@ -278,7 +305,7 @@ class Supervisor:
             candidates.append(self._next_barrier - mono)
         if self._unsettled or self._deferred_links:
             candidates.append(max(0.05, self._retry_io_at - mono))
-        if self._ready and self.pool.free() and not self.stopping:
+        if not self.stopping and ((self._ready and self.pool.free()) or self._ingest_room() > 0):
             candidates.append(0.0)
         return max(0.0, min(candidates))
 
@@ -304,8 +331,8 @@ class Supervisor:
             log.info("stopping: waiting up to %gs for %d running job(s); send the signal again to stop now",
                      self.shutdown_timeout, len(self.pool.busy()))
         if self.stop_now or mono >= self._stop_deadline:
-            for job in self.pool.kill_running("shutdown timeout"):
-                self._return_to_ready(job, "stopped before it finished")
+            for job, name in self.pool.kill_running("shutdown timeout"):
+                self._unassign(job, name, "stopped before it finished")
 
     # -- recovery -----------------------------------------------------------------------
 
@@ -360,6 +387,22 @@ class Supervisor:
             for o in others
         )
 
+    def _unassign(self, job: Job, name: str, why: str) -> None:
+        """Put back a job whose child stopped before finishing it, wherever the child left
+        it: claimed (``active/``) goes back to ``ready/``, unclaimed is indexed again."""
+        if os.path.lexists(self.spool.file(ACTIVE, f"{job.id}.json")):
+            self._return_to_ready(job, why)
+        else:
+            self._requeue(job, name)
+
+    def _requeue(self, job: Job, name: str) -> bool:
+        """Index again a job a child was given but did not claim; False if ``ready/<name>``
+        is not there any more."""
+        if not os.path.lexists(self.spool.file(READY, name)):
+            return False
+        self._push_ready(name, job)
+        return True
+
     def _return_to_ready(self, job: Job, why: str) -> None:
         name = job_name(READY, job)
         try:
@@ -375,67 +418,103 @@ class Supervisor:
 
     # -- ingest -------------------------------------------------------------------------
 
+    def _ingest_room(self) -> int:
+        """How many more jobs ingest should take in now from what ``new/`` still holds
+        (listed or not): up to :data:`READY_BACKLOG` ready; the rest waits in ``new/``,
+        costing no memory (0 when nothing is left or I/O is backing off)."""
+        if not (self._new_pending or self._new_more) or self.stopping:
+            return 0
+        if time.monotonic() < self._retry_io_at and (self._unsettled or self._deferred_links):
+            return 0
+        return max(0, READY_BACKLOG - len(self._ready))
+
     def ingest(self, now: datetime) -> None:
-        """Validate everything in ``new/`` and move it on: due → ready, future → delayed,
-        anything wrong → failed with the reason.  One bad file never stops the others."""
+        """Validate what is in ``new/`` and move it on: due → ready, future → delayed,
+        anything wrong → failed with the reason.  One bad file never stops the others.  Due
+        jobs are taken in as :meth:`_ingest_room` says; the others all are."""
         self._scan_new = False
         self._next_rescan = time.monotonic() + self.rescan_interval
         if time.monotonic() < self._retry_io_at and self._unsettled:
             return
-        # A bounded batch per tick: 100 000 arrivals must not stop the loop for a minute
-        # (answers uncollected, hard time limits unenforced), nor be listed into memory at once.
-        if len(self._ready) >= READY_BACKLOG:
-            # Plenty is ready already: a huge new/ must not starve dispatch (1 000 reads and
-            # renames per tick, a few jobs out) nor pile up in ready/; take more in once the
-            # ready queue runs low (looked at again in 50 ms).
-            self._next_rescan = time.monotonic() + 0.05
-            return
-        limit = INGEST_BATCH
-        batch = self.spool.names(NEW, limit)
-        if len(batch) == limit:
-            self._next_rescan = time.monotonic()  # more to take in: the next tick goes on at once
-        for name in batch:
+        # One listing is taken in over several ticks; names are not listed again until it
+        # is used up: re-reading a big directory's first, emptied blocks each tick is slow.
+        pending = self._new_pending
+        if not pending:
+            listed = self.spool.names(NEW, INGEST_BATCH)
+            self._new_more = len(listed) == INGEST_BATCH
+            pending.extend(reversed(listed))
+        room = self._ingest_room()
+        # Short slices once running: collecting answers and feeding children must not wait
+        # for a thousand reads.  The first ingest takes a whole listing, so that what was
+        # queued before the start is dispatched in priority order.
+        end = time.monotonic() + INGEST_SLICE_S if self._ingested else float("inf")
+        self._ingested = True
+        while pending and room > 0:
+            name = pending.pop()
             try:
-                self._ingest_one(self.spool.file(NEW, name), name, now)
+                room -= self._ingest_one(self.spool.file(NEW, name), name, now)
             except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
+                pending.append(name)
                 self._io_failed(f"cannot take in new/{name}: {exc}")
                 return
+            if time.monotonic() >= end:
+                break
+        if not pending and not self._new_more:
+            return
+        if self._ingest_room() == 0:
+            # Enough is ready: look again once dispatch has drained some (or in 50 ms).
+            self._next_rescan = time.monotonic() + min(self.rescan_interval, 0.05)
+        else:
+            self._next_rescan = time.monotonic()  # more to take in: the next tick goes on
 
-    def _ingest_one(self, path: Any, name: str, now: datetime) -> None:
+    def _ingest_one(self, path: Any, name: str, now: datetime) -> int:
+        """Take in one file of ``new/``; 1 if it was a due job (moved to ``ready/``), else 0."""
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            return
-        twin = self.spool.tmp_twin(st) if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 else None
+            return 0
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and self._still_linked(path, name, st):
+            return 0
+        self._deferred_links.pop(name, None)
+        try:
+            job = self.spool.read(path)
+        except FileNotFoundError:
+            return 0
+        except JobFormatError as exc:
+            self._reject(path, f"new/{name}: {exc}", now)
+            return 0
+        task = self._task(job.task)
+        if task is None:
+            self._fail_new(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
+            return 0
+        if self._is_queued(job.id):
+            self._fail_new(path, job, "DuplicateJob", f"a job with id {job.id!r} is already queued", now)
+            return 0
+        self.counts["received"] += 1
+        self._emit("received", job, "")
+        return self._place(path, job, now)
+
+    def _still_linked(self, path: Any, name: str, st: os.stat_result) -> bool:
+        """Whether a file of ``new/`` with two names must wait: a producer of an older
+        spoolq (link, then unlink) between its two steps, for :data:`LINK_GRACE_S`."""
+        twin = self.spool.tmp_twin(st)
         if twin is not None:  # its producer died between link and unlink: delivered whole
             try:
                 self.spool.remove(twin)
                 st = os.lstat(path)
             except FileNotFoundError:
                 pass
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        if st.st_nlink > 1:
             first = self._deferred_links.setdefault(name, time.monotonic())
             if time.monotonic() - first < LINK_GRACE_S:
                 self._retry_io_at = time.monotonic() + 0.1
                 self._scan_new = True  # look again soon: the producer's unlink sends no event here
-                return
-        self._deferred_links.pop(name, None)
-        try:
-            job = self.spool.read(path)
-        except FileNotFoundError:
-            return
-        except JobFormatError as exc:
-            self._reject(path, f"new/{name}: {exc}", now)
-            return
-        task = self._task(job.task)
-        if task is None:
-            self._fail_new(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
-            return
-        if self._is_queued(job.id):
-            self._fail_new(path, job, "DuplicateJob", f"a job with id {job.id!r} is already queued", now)
-            return
-        self.counts["received"] += 1
-        self._emit("received", job, "")
+                return True
+        return False
+
+    def _place(self, path: Any, job: Job, now: datetime) -> int:
+        """Move a valid job out of ``new/`` into ``ready/`` or ``delayed/``; 1 if it is due
+        (it took room), else 0."""
         if job.is_due(now):
             target = job_name(READY, job)
             self.spool.move(path, READY, target)
@@ -446,7 +525,11 @@ class Supervisor:
             self.spool.move(path, DELAYED, target)
             heapq.heappush(self._delayed, (job.eta, target))
             self._live.add(job.id)
-        log.info("%s %s: received into %s", job.id, job.task, target)
+            log.info("%s %s: received into %s", job.id, job.task, target)
+            return 0
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s %s: received into %s", job.id, job.task, target)
+        return 1
 
     def _is_queued(self, job_id: str) -> bool:
         """Whether a job with this id is in ``ready/``, ``delayed/`` or ``active/`` now.  The
@@ -528,20 +611,30 @@ class Supervisor:
             for slot in slots:
                 job = None
                 while job is None and self._ready:
-                    job = self._claim(heapq.heappop(self._ready), now)
+                    name = heapq.heappop(self._ready)
+                    job = self._take(name, now)
                 if job is None:
                     return
-                task = self._task(job.task)
-                soft = (task.soft_time_limit if task else None) or self.soft_time_limit
-                hard = job.time_limit or (task.time_limit if task else None) or self.time_limit
-                try:
-                    self.pool.submit(slot, job, soft_limit=soft, hard_limit=hard)
-                except (OSError, ValueError):
-                    # The child died; collect() replaces it and the job waits.
-                    self._return_to_ready(job, "worker unavailable")
+                if not self._submit(slot, job, name):
+                    self._push_ready(name, job)  # the child died; collect() replaces it
                     return
-                self._emit("started", job, "")
-                log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
+
+    def _submit(self, slot: Any, job: Job, name: str) -> bool:
+        """Hand a job to a child, which claims it from ``ready/<name>``; False if the child
+        is dead."""
+        task = self._task(job.task)
+        soft = (task.soft_time_limit if task else None) or self.soft_time_limit
+        hard = job.time_limit or (task.time_limit if task else None) or self.time_limit
+        # A success that keeps no result is the child's to remove (see runner.py).
+        ttl = job.result_ttl if job.result_ttl is not None else (task.result_ttl if task else None)
+        try:
+            self.pool.submit(slot, job, name, soft_limit=soft, hard_limit=hard, discard=ttl is None)
+        except (OSError, ValueError):
+            return False
+        self._emit("started", job, "")
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
+        return True
 
     def _push_ready(self, name: str, job: Job | None = None) -> None:
         """Index a file that just landed in ``ready/``, unless it sorts after the window."""
@@ -583,60 +676,101 @@ class Supervisor:
             keep = set(self._ready)
             self._parsed = {k: v for k, v in self._parsed.items() if k in keep}
 
-    def _claim(self, name: str, now: datetime) -> Job | None:
+    def _take(self, name: str, now: datetime) -> Job | None:
+        """The job of ``ready/<name>``, to hand to a child (which claims it); None if there
+        is nothing to run: gone, not a job (rejected), or expired (failed)."""
         cached = self._parsed.pop(name, None)
-        # A name this loop made (cached) needs no parsing; others (after a refill) are checked.
-        job_id = cached.id if cached is not None else parse_name(READY, name)[0]
-        if job_id is None:
-            return None
-        active = f"{job_id}.json"
-        try:
-            path = self.spool.move(self.spool.file(READY, name), ACTIVE, active)
-        except FileNotFoundError:
-            self._live.discard(job_id)
-            return None
-        except FileExistsError:
-            log.error("ready/%s: a job with this id is already active; left in ready/", name)
-            return None
-        try:
-            job = cached or self.spool.read(path)
-        except (JobFormatError, OSError) as exc:
-            self._live.discard(job_id)
-            self._reject(path, f"ready/{name}: {exc}", now)
-            return None
-        if job.id != job_id:
-            self.spool.move(path, READY, name)
-            self._reject(self.spool.file(READY, name), f"ready/{name}: its content says id {job.id!r}", now)
-            self._live.discard(job_id)
-            return None
+        if cached is not None:  # a name this loop made: read and checked at ingest
+            job = cached
+        else:  # indexed from a listing (a refill, a restart): read and check it now
+            job_id = parse_name(READY, name)[0]
+            if job_id is None:
+                return None
+            path = self.spool.file(READY, name)
+            try:
+                job = self.spool.read(path)
+            except FileNotFoundError:
+                self._live.discard(job_id)
+                return None
+            except (JobFormatError, OSError) as exc:
+                self._live.discard(job_id)
+                self._reject(path, f"ready/{name}: {exc}", now)
+                return None
+            if job.id != job_id:
+                self._reject(path, f"ready/{name}: its content says id {job.id!r}", now)
+                self._live.discard(job_id)
+                return None
         if job.is_expired(now):
-            self._settle_decision(job, "fail", job.with_error(
-                make_error("Expired", f"expired at {job.expires}", "", attempt=job.retries, at=now)), None, now,
-                f"expired at {job.expires}")
+            try:
+                self._record(job.with_error(make_error("Expired", f"expired at {job.expires}", "",
+                                                       attempt=job.retries, at=now)),
+                             self.spool.file(READY, name), now)  # fmt: skip
+            except FileNotFoundError:
+                pass
+            except (OSError, SpoolError) as exc:
+                self._io_failed(f"{job.id} {job.task}: cannot record its expiry ({exc}); it stays in ready/")
             return None
         return job
 
+    def _record(self, failed: Job, path: str, now: datetime) -> None:
+        """Fail a job that never ran (expired before its turn): record, then remove."""
+        self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
+        self.spool.remove(path)
+        self._live.discard(failed.id)
+        self.counts["failed"] += 1
+        reason = failed.errors[-1]["message"] if failed.errors else "failed"
+        log.error("%s %s: failed: %s", failed.id, failed.task, reason)
+        self._emit("failed", failed, reason)
+
     # -- outcomes -----------------------------------------------------------------------
 
-    def _collect_and_settle(self, now: datetime) -> None:
-        ended = self.pool.collect()
+    def _collect_and_settle(self, now: datetime, ready: set[int] | None = None) -> None:
+        ended = self.pool.collect(ready)
         requeue, self.pool.requeue = self.pool.requeue, []
-        for job in requeue:
-            self._return_to_ready(job, "its worker died before it started it")
+        for job, name in requeue:
+            self._unassign(job, name, "its worker died before it started it")
+        if ended:
+            self.spool.touched(READY, ACTIVE)  # the children's claims and discards
         if self._unsettled and time.monotonic() >= self._retry_io_at:
             ended = self._unsettled + ended
             self._unsettled = []
         elif self._unsettled:
             self._unsettled.extend(ended)
             return
-        for job, outcome in ended:
+        for job, outcome, name in ended:
             try:
-                self.settle(job, outcome, now)
+                self._settle_answer(job, outcome, name, now)
             except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
-                self._unsettled.append((job, outcome))
+                self._unsettled.append((job, outcome, name))
                 self._io_failed(f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in active/")
         if not self._unsettled:
             self._io_backoff = 0.5
+
+    def _settle_answer(self, job: Job, outcome: Outcome, name: str, now: datetime) -> None:
+        """Act on one child's answer (or death) about the job it was given as ``ready/<name>``."""
+        kind = outcome.kind
+        if kind == SUCCESS and outcome.discarded:  # the child removed it already
+            self._live.discard(job.id)
+            self.counts["succeeded"] += 1
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s %s: succeeded in %.3f s", job.id, job.task, outcome.duration_s)
+            self._emit("succeeded", job, "")
+        elif kind == GONE:
+            self._live.discard(job.id)
+            log.warning("%s %s: not run: %s", job.id, job.task, outcome.message)
+        elif kind == CLASH:
+            log.error("%s %s: not run: %s; left in ready/", job.id, job.task, outcome.message)
+        elif kind == UNCLAIMED:
+            self._requeue(job, name)
+            self._io_failed(f"{job.id} {job.task}: {outcome.message}")
+        elif kind == DIED and not os.path.lexists(self.spool.file(ACTIVE, f"{job.id}.json")):
+            # Not claimed yet (still in ready/), or claimed, run and discarded just before
+            # the child died: nothing was left half done.
+            if not self._requeue(job, name):
+                self._live.discard(job.id)
+                log.info("%s %s: finished, then its worker died (%s)", job.id, job.task, outcome.message)
+        else:
+            self.settle(job, outcome, now)
 
     def settle(self, job: Job, outcome: Outcome, now: datetime) -> None:
         """Record what a run produced and move the job to its next state."""

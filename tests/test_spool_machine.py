@@ -6,6 +6,8 @@ the loop; SIGKILL a child; advance the clock; crash the supervisor (its pool kil
 released, nothing returned) and start a new one on the same spool.  After every step each job
 ever enqueued is in exactly one of new/ ready/ active/ delayed/ failed/ done/, or has
 finished (a successful task notes its id in an O_APPEND file before the job is deleted).
+Children move files on their own (they claim and discard jobs), so the invariant compares
+two listings taken one after the other, and retries until they agree.
 """
 
 from __future__ import annotations
@@ -154,14 +156,27 @@ class SpoolMachine(RuleBasedStateMachine):
 
     # -- the invariant --------------------------------------------------------------------
 
-    @invariant()
-    def every_job_is_in_exactly_one_place_or_finished(self) -> None:
+    def _snapshot(self) -> tuple[dict[str, list[str]], list[str]]:
         places: dict[str, list[str]] = {}
         for state in STATES:
-            for name in os.listdir(self.spool_dir / state):
+            for name in sorted(os.listdir(self.spool_dir / state)):
                 job_id = name[:-5].rsplit("Z-", 1)[-1] if name.endswith(".json") else name
                 places.setdefault(job_id, []).append(state)
-        noted = lines(self.notes)
+        return places, lines(self.notes)
+
+    @invariant()
+    def every_job_is_in_exactly_one_place_or_finished(self) -> None:
+        # Children claim (new/ or ready/ → active/) and discard jobs on their own, so one
+        # pass over the directories can see a job mid-move in two of them, or in none: take
+        # the listing (and the notes) again until two passes agree.
+        snapshot = self._snapshot()
+        for _ in range(200):
+            again = self._snapshot()
+            if again == snapshot:
+                break
+            snapshot = again
+            time.sleep(0.001)
+        places, noted = snapshot
         finished = {ln.split()[0] for ln in noted if not ln.startswith(("start", "end"))}
         finished |= {ln.split()[1] for ln in noted if ln.startswith("end")}
         unknown = set(places) - set(self.ids)
