@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import filelock
 
@@ -387,6 +388,10 @@ class Spool:
         except FileNotFoundError:
             return []
 
+    def cursor(self, state: str) -> NameCursor:
+        """Names of a state taken a batch at a time, continuing one listing between calls."""
+        return NameCursor(f"{self._root}/{state}")
+
     def entries(self, state: str) -> list[Entry]:
         """The entries of a state, sorted by name (dispatch order in ``ready/``, due order in
         ``delayed/``, failure order in ``failed/``)."""
@@ -550,6 +555,38 @@ class Spool:
     def lock(self) -> SupervisorLock:
         """The supervisor's lock on this spool (not yet acquired)."""
         return SupervisorLock(self.path / LOCK_NAME)
+
+
+class NameCursor:
+    """One listing of a directory, read a batch at a time, across calls.
+
+    Listing a huge directory afresh for each batch re-reads, every time, the blocks whose
+    entries were already moved out (ext4 never shrinks a directory): with a million files
+    queued that made every batch slower than the last.  A cursor reads each block once per
+    pass; files that arrive during a pass are found by the next one.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._it: Any = None
+
+    def take(self, n: int) -> tuple[list[str], bool]:
+        """Up to ``n`` more names, and whether this pass may have more."""
+        if self._it is None:
+            try:
+                self._it = os.scandir(self._path)
+            except FileNotFoundError:
+                return [], False
+        names = [de.name for de in itertools.islice(self._it, n)]
+        if len(names) < n:
+            self.close()  # the pass is over: the next take starts a new listing
+            return names, False
+        return names, True
+
+    def close(self) -> None:
+        if self._it is not None:
+            it, self._it = self._it, None
+            it.close()
 
 
 class _Trash:

@@ -142,7 +142,8 @@ class Supervisor:
         self._io_backoff = 0.5
         self._scan_new = True
         self._new_pending: list[str] = []  # names listed from new/, not yet taken in (reversed)
-        self._new_more = False  # the last listing of new/ was cut short
+        self._new_more = False  # the current pass over new/ has more names
+        self._new_cursor = spool.cursor(NEW)
         self._ingested = False  # the first ingest (a whole listing) is done
         self._next_rescan = 0.0
         self._next_prune = 0.0
@@ -235,6 +236,7 @@ class Supervisor:
         # children ignore SIGTERM, so multiprocessing's exit handler would wait on them for
         # ever) and the lock always released, even after an error or on a full disk.
         try:
+            self._new_cursor.close()
             self.watcher.stop()
             # Settle the answers already in the pipes first: a job that ended is not run again.
             self._collect_and_settle(self.clock())
@@ -436,12 +438,11 @@ class Supervisor:
         self._next_rescan = time.monotonic() + self.rescan_interval
         if time.monotonic() < self._retry_io_at and self._unsettled:
             return
-        # One listing is taken in over several ticks; names are not listed again until it
-        # is used up: re-reading a big directory's first, emptied blocks each tick is slow.
+        # One pass over new/ is taken in over many ticks, a batch of names at a time, without
+        # listing the directory again until the pass is over (see spool.NameCursor).
         pending = self._new_pending
         if not pending:
-            listed = self.spool.names(NEW, INGEST_BATCH)
-            self._new_more = len(listed) == INGEST_BATCH
+            listed, self._new_more = self._new_cursor.take(INGEST_BATCH)
             pending.extend(reversed(listed))
         room = self._ingest_room()
         # Short slices once running: collecting answers and feeding children must not wait
