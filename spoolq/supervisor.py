@@ -282,6 +282,7 @@ class Supervisor:
             self.dispatch(now)
             if self._scan_new or mono >= self._next_rescan or self._ingest_room() > 0:
                 self.ingest(now)
+                self.dispatch(now)  # what just arrived starts now, not one loop later
             self.pool.flush()
         if mono >= self._next_prune:
             self.prune_results(now)
