@@ -7,6 +7,7 @@ the supervisor to run it again later, the way Celery's ``task.retry`` does.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 
@@ -20,6 +21,16 @@ class JobFormatError(SpoolqError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class HardLinked(JobFormatError):
+    """A file with more than one name: it may belong outside the spool, so it is not read.
+
+    ``stat`` is its ``fstat``, for the supervisor's grace period (see ``LINK_GRACE_S``)."""
+
+    def __init__(self, message: str, stat: os.stat_result) -> None:
+        super().__init__(message)
+        self.stat = stat
 
 
 class InvalidJobId(SpoolqError):

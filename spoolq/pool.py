@@ -90,11 +90,21 @@ class Pool:
     _retiring: list[Any] = field(default_factory=list)
     _ctx: Any = None
 
-    def start(self) -> None:
-        """Start every child."""
+    def prepare(self) -> None:
+        """Start the forkserver, which imports the task modules, without waiting for it: the
+        supervisor's own start-up (recovery, the first read of ``new/``) runs meanwhile."""
+        if self._ctx is not None:
+            return
         self._ctx = multiprocessing.get_context("forkserver")
         # spoolq._forkserver makes the forkserver immune to a process-group SIGTERM.
         self._ctx.set_forkserver_preload(["spoolq._forkserver", "spoolq.runner", *self.modules])
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+    def start(self) -> None:
+        """Start every child."""
+        self.prepare()
         self.slots = [Slot(i) for i in range(self.size)]
         for slot in self.slots:
             self._spawn(slot)

@@ -16,7 +16,6 @@ import traceback
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 
 from .errors import TaskNotFound
 from .task import Task, _shared
@@ -99,6 +98,8 @@ class Registry:
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Load every entry point of the group; each failure is recorded, none stops the rest."""
         try:
+            from importlib.metadata import entry_points  # here: pool children never need it, and it is slow
+
             eps = sorted(entry_points(group=group), key=lambda ep: ep.name)
         except Exception as exc:  # noqa: BLE001 - broken metadata must not stop the worker
             self.errors.append(LoadError(f"entry points {group}", _one_line(exc)))

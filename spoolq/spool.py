@@ -37,9 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import filelock
-
-from .errors import DuplicateJob, JobFormatError, JobNotFound, JobTooLarge, SpoolError, SpoolLocked
+from .errors import DuplicateJob, HardLinked, JobFormatError, JobNotFound, JobTooLarge, SpoolError, SpoolLocked
 from .job import MAX_PRIORITY, STAMP_LEN, Job, parse_stamp, stamp
 
 TMP, NEW, READY, ACTIVE, DELAYED, FAILED, DONE = "tmp", "new", "ready", "active", "delayed", "failed", "done"
@@ -346,7 +344,7 @@ class Spool:
             if not stat.S_ISREG(st.st_mode):
                 raise JobFormatError(f"a {file_kind(st.st_mode)}, not a job file")
             if st.st_nlink > 1:
-                raise JobFormatError(f"a hard link ({st.st_nlink} links): may belong outside the spool, not read")
+                raise HardLinked(f"a hard link ({st.st_nlink} links): may belong outside the spool, not read", st)
             if st.st_size > self.max_job_size:
                 raise JobFormatError(f"{st.st_size} bytes, over the limit of {self.max_job_size} bytes")
             chunks = []
@@ -424,15 +422,16 @@ class Spool:
         """The path of ``name`` in a state, as a plain string (the supervisor's hot path)."""
         return f"{self._root}/{state}/{name}"
 
-    def move(self, src: str | Path, state: str, name: str) -> str:
+    def move(self, src: str | Path, state: str, name: str, from_state: str | None = None) -> str:
         """Rename a file into a state; its directory is flushed by the next :meth:`barrier`.
+        ``from_state``: the state ``src`` is in, when the caller knows (saves parsing it).
 
         Raises FileExistsError rather than replace another file.
         """
         target = f"{self._root}/{state}/{name}"
         _rename_noreplace(src, target)
         self._dirty.add(state)
-        self._dirty.add(_state_of(src))
+        self._dirty.add(from_state or _state_of(src))
         return target
 
     def remove(self, path: str | Path) -> None:
@@ -617,13 +616,16 @@ class SupervisorLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        import filelock  # here: only a supervisor or a status probe locks; producers never do
+
+        self._filelock = filelock
         self._lock = filelock.FileLock(str(path), timeout=0, mode=0o600)
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`SpoolLocked` naming the holder's pid."""
         try:
             self._lock.acquire()
-        except filelock.Timeout:
+        except self._filelock.Timeout:
             raise SpoolLocked(str(self.path.parent), self.holder()) from None
         # A separate descriptor: filelock's own must stay as it is, and the flock is per open
         # file description, so writing through another one leaves it untouched.
@@ -650,10 +652,10 @@ class SupervisorLock:
         """Whether some process holds the lock now (probes without keeping it)."""
         if not self.path.exists():  # nobody holds it, and probing would create the file
             return False
-        probe = filelock.FileLock(str(self.path), timeout=0)
+        probe = self._filelock.FileLock(str(self.path), timeout=0)
         try:
             probe.acquire()
-        except filelock.Timeout:
+        except self._filelock.Timeout:
             return True
         except OSError:
             return False

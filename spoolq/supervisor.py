@@ -34,13 +34,12 @@ import os
 import random
 import select
 import signal
-import stat
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import JobFormatError, JobNotFound, SpoolError
+from .errors import HardLinked, JobFormatError, JobNotFound, SpoolError
 from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
@@ -169,7 +168,9 @@ class Supervisor:
         self.spool.ensure()
         self.lock.acquire()
         try:
+            self.pool.prepare()  # the forkserver loads the task modules while we recover
             self.recover(self.clock())
+            self.ingest(self.clock())  # what was queued before the start, in priority order
             self.pool.start()
             if not self.watcher.start():
                 log.warning("no filesystem events for %s; relying on rescans every %gs",
@@ -472,19 +473,24 @@ class Supervisor:
     def _ingest_one(self, path: Any, name: str, now: datetime) -> int:
         """Take in one file of ``new/``; 1 if it was a due job (moved to ``ready/``), else 0."""
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return 0
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and self._still_linked(path, name, st):
-            return 0
-        self._deferred_links.pop(name, None)
-        try:
             job = self.spool.read(path)
         except FileNotFoundError:
             return 0
+        except HardLinked as exc:
+            if self._still_linked(path, name, exc.stat):
+                return 0
+            try:  # its other name was a producer's leftover, now removed
+                job = self.spool.read(path)
+            except FileNotFoundError:
+                return 0
+            except JobFormatError as exc2:
+                self._reject(path, f"new/{name}: {exc2}", now)
+                return 0
         except JobFormatError as exc:
             self._reject(path, f"new/{name}: {exc}", now)
             return 0
+        if self._deferred_links:
+            self._deferred_links.pop(name, None)
         task = self._task(job.task)
         if task is None:
             self._fail_new(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
@@ -519,7 +525,7 @@ class Supervisor:
         (it took room), else 0."""
         if job.is_due(now):
             target = job_name(READY, job)
-            self.spool.move(path, READY, target)
+            self.spool.move(path, READY, target, NEW)
             self._push_ready(target, job)
         else:
             assert job.eta is not None
@@ -536,13 +542,13 @@ class Supervisor:
     def _is_queued(self, job_id: str) -> bool:
         """Whether a job with this id is in ``ready/``, ``delayed/`` or ``active/`` now.  The
         index is only a hint: an operator may have moved the file away (``mv delayed/… new/``
-        to run a job now), so a hit is confirmed in the listings before a duplicate is failed."""
-        if os.path.lexists(self.spool.file(ACTIVE, f"{job_id}.json")):
-            return True
+        to run a job now), so a hit is confirmed in the listings before a duplicate is failed.
+        (A child claims with RENAME_NOREPLACE, so an id that got past this into ready/ still
+        never runs twice at once: see the CLASH answer.)"""
         if job_id not in self._live:
             return False
         try:
-            self.spool.find(job_id, (READY, DELAYED))
+            self.spool.find(job_id, (ACTIVE, READY, DELAYED))
         except JobNotFound:
             self._live.discard(job_id)
             return False
@@ -760,8 +766,13 @@ class Supervisor:
         elif kind == GONE:
             self._live.discard(job.id)
             log.warning("%s %s: not run: %s", job.id, job.task, outcome.message)
-        elif kind == CLASH:
-            log.error("%s %s: not run: %s; left in ready/", job.id, job.task, outcome.message)
+        elif kind == CLASH:  # the same id got into ready/ while running: a duplicate
+            failed = job.with_error(make_error("DuplicateJob", outcome.message, "", attempt=job.retries, at=now))
+            self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
+            self.spool.remove(self.spool.file(READY, name))
+            self.counts["failed"] += 1
+            log.error("%s %s: failed: DuplicateJob: %s", job.id, job.task, outcome.message)
+            self._emit("failed", failed, outcome.message)
         elif kind == UNCLAIMED:
             self._requeue(job, name)
             self._io_failed(f"{job.id} {job.task}: {outcome.message}")

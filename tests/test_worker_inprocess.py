@@ -40,9 +40,8 @@ def test_a_flood_in_new_is_taken_in_by_bounded_batches_without_stopping_the_loop
                      concurrency=1, rescan_interval=3600)  # fmt: skip
     sup.start()
     try:
-        sup.tick(sup.clock())
-        # The first tick took in one whole listing (priority order for what was queued
-        # before the start) and came back; the loop would not sleep before the next.
+        # The start took in one whole listing (priority order for what was queued before
+        # it) and came back; the loop would not sleep before the next tick.
         assert len(list((tmp_path / "spool" / "new").iterdir())) == n - INGEST_BATCH
         assert sup._sleep_time(sup.clock()) == 0.0
         # Later ticks take in short slices, so each comes back quickly (a generous bound:
