@@ -198,7 +198,7 @@ class App:
                 raise DuplicateJob(job.id, "this batch")
             self._batch.append(job)
         else:
-            self.spool.deliver([job])
+            self.spool.deliver([job], fresh_ids=options.get("task_id") is None)
         return AsyncResult(job.id, self)
 
     def send_many(self, jobs: Iterable[tuple[str, list | tuple | None, dict | None] | dict]) -> list[AsyncResult]:

@@ -137,7 +137,8 @@ def check_json_args(args: Any, kwargs: Any) -> tuple[list, dict]:
         if not isinstance(key, str):
             raise JobFormatError(f"keyword argument names must be strings, got {key!r}", field="kwargs")
     try:  # one pass for the common case; only a failure pays for finding the culprit
-        json.dumps((args, kwargs), allow_nan=False)
+        if args or kwargs:
+            _CHECKER.encode((args, kwargs))
     except (TypeError, ValueError, RecursionError):
         for i, value in enumerate(args):
             _check_json_value(value, f"argument {i + 1} (args[{i}])")
@@ -145,6 +146,10 @@ def check_json_args(args: Any, kwargs: Any) -> tuple[list, dict]:
             _check_json_value(value, f"keyword argument {key!r}")
         _check_json_value((args, kwargs), "the arguments together")  # e.g. too deep only as a whole
     return list(args), dict(kwargs)
+
+
+_CHECKER = json.JSONEncoder(allow_nan=False)  # one instance: json.dumps builds one per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
 def _check_json_value(value: Any, what: str) -> None:
@@ -339,8 +344,7 @@ def make_error(exc_type: str, message: str, traceback_text: str, *, attempt: int
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON, readable with ``cat``; NaN and Infinity are refused."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
-        return text.encode("utf-8") + b"\n"
+        return _ENCODER.encode(value).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         # A lone surrogate cannot be UTF-8; escaped, it still round-trips through json.
         return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(", ", ": ")).encode() + b"\n"

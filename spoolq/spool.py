@@ -246,7 +246,7 @@ class Spool:
         """See :meth:`deliver`; returns the paths in ``new/``."""
         return [Path(p) for p in self.deliver(jobs)]
 
-    def deliver(self, jobs: Iterable[Job]) -> list[str]:
+    def deliver(self, jobs: Iterable[Job], *, fresh_ids: bool = False) -> list[str]:
         """Deliver many jobs behind one durability barrier; each job is still all-or-nothing.
 
         Every job is encoded and size-checked before anything is written.  With fsync on,
@@ -264,7 +264,8 @@ class Spool:
         tmps: list[str] = []
         try:
             for job, data in encoded:
-                if os.path.exists(f"{self._active_dir}/{job.id}.json"):
+                # A new random id cannot be running; a caller's id (task_id) may be.
+                if not fresh_ids and os.path.exists(f"{self._active_dir}/{job.id}.json"):
                     raise DuplicateJob(job.id, ACTIVE)
                 tmps.append(self._write_tmp(data, flush=not bulk))
             if bulk:
