@@ -252,30 +252,46 @@ class _Answers:
     """Answers sent a few at a time while more prefetched jobs wait in the pipe.
 
     Each write wakes the supervisor; with jobs of microseconds, one wake-up per job was most
-    of its work.  An answer is held at most :data:`ANSWER_HOLD_S` and never while the child
-    waits for work, so the supervisor's view of which job is running (its hard time limits)
-    is never behind by more than that.
+    of its work.  An answer is never held while the child waits for work, and a flusher
+    thread sends it within about :data:`ANSWER_HOLD_S` even if the next job runs for
+    minutes: the supervisor times hard limits from the answer before, so a held answer would
+    make a finished job look like one running too long.
     """
 
     def __init__(self, conn: Any) -> None:
         self._sock = socket.socket(fileno=os.dup(conn.fileno()))
         self._poll = select.poll()
         self._poll.register(self._sock.fileno(), select.POLLIN)
+        self._lock = threading.Lock()
         self._frames: list[bytes] = []
-        self._since = 0.0
+        self._held = threading.Event()  # set when a batch starts: the flusher's cue
+        threading.Thread(target=self._flusher, name="spoolq-answers", daemon=True).start()
 
     def waiting_jobs(self) -> bool:
         return bool(self._poll.poll(0))
 
     def add(self, data: bytes) -> None:
-        if not self._frames:
-            self._since = time.monotonic()
-        self._frames.append(struct.pack("!i", len(data)) + data)
+        with self._lock:
+            self._frames.append(struct.pack("!i", len(data)) + data)
+            first = len(self._frames) == 1
+        if first:
+            self._held.set()
 
     def due(self) -> bool:
-        return len(self._frames) >= ANSWER_BATCH or time.monotonic() - self._since >= ANSWER_HOLD_S
+        return len(self._frames) >= ANSWER_BATCH
 
     def send(self) -> None:
-        if self._frames:
-            data, self._frames = b"".join(self._frames), []
-            self._sock.sendall(data)
+        with self._lock:
+            if self._frames:
+                data, self._frames = b"".join(self._frames), []
+                self._sock.sendall(data)
+
+    def _flusher(self) -> None:
+        while True:
+            self._held.wait()
+            self._held.clear()
+            time.sleep(ANSWER_HOLD_S)
+            try:
+                self.send()
+            except OSError:
+                return  # the supervisor is gone; the hang-up watcher ends the process

@@ -75,3 +75,23 @@ def test_an_id_already_active_is_not_claimed_twice(tmp_path: Path, spool: Spool)
     answer = handle(registry, spool, _message(job, name, discard=True))
     assert answer["kind"] == CLASH
     assert lines(ran) == [] and name in files_in(spool.dir(READY))
+
+
+def test_a_held_answer_goes_out_within_milliseconds_even_while_the_next_job_runs() -> None:
+    # The supervisor times a hard limit from the answer before: an answer held back behind a
+    # long job would make the finished job look like it ran too long.
+    import multiprocessing
+    import time
+
+    from spoolq.runner import ANSWER_HOLD_S, _Answers
+
+    parent, child = multiprocessing.Pipe(duplex=True)
+    answers = _Answers(child)
+    parent.send_bytes(b"another job waiting")  # so the child would hold its answer
+    assert answers.waiting_jobs()
+    answers.add(b'{"kind": "success"}')
+    assert not answers.due()  # held: the main loop does not send it
+    t0 = time.monotonic()
+    assert parent.poll(5.0), "the held answer was never sent"
+    assert parent.recv_bytes() == b'{"kind": "success"}'
+    assert time.monotonic() - t0 < 50 * ANSWER_HOLD_S + 0.5  # generous: catches a hold for ever

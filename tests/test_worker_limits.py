@@ -95,3 +95,22 @@ def test_max_tasks_per_child_recycles_children_without_losing_jobs(tmp_path):
     assert all(pids.count(p) <= 2 for p in pids)
     assert all(where(spool, i) == [] for i in ids)
     assert listing(spool)["failed"] == []
+
+
+def test_a_long_job_behind_short_ones_does_not_time_out_a_short_ones_hard_limit(tmp_path):
+    # Given short jobs with a 0.5 s hard limit (short enough to be prefetched, answers sent a
+    # few at a time) and, among them, one that legitimately runs 1.5 s under a 5 s limit
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    app.send_many([{"name": "wt.record", "args": [out, f"a{i}"], "time_limit": 0.5} for i in range(60)])
+    app.send_task("wt.sleep", args=[out, "long", 1.5], time_limit=5)
+    app.send_many([{"name": "wt.record", "args": [out, f"b{i}"], "time_limit": 0.5} for i in range(60)])
+
+    status, _, log = burst(spool, "-c", "1")
+
+    # Then no short job is blamed for the long one's time: nothing failed, nothing was killed
+    assert status == 0, log
+    assert listing(spool)["failed"] == [], log
+    assert "TimeLimitExceeded" not in log
+    assert "end long" in lines(out)
+    assert len([ln for ln in lines(out) if ln[:1] in "ab"]) == 120
