@@ -589,6 +589,50 @@ class NameCursor:
             it.close()
 
 
+class Readahead:
+    """A few threads that bring files ingest is about to read into memory, in parallel.
+
+    A job that waited long enough in a big backlog may have left the page cache; then each
+    read waits on the disk (~0.7 ms on the dev VM) and the supervisor, reading one file at a
+    time, is held up by that alone.  These threads only look: ``lstat`` (which loads the
+    inode) and, for a regular file within the size limit, an ``O_NOFOLLOW`` open and
+    ``posix_fadvise(WILLNEED)``, so the disk serves several at once and the supervisor's
+    own read finds them in memory.
+    """
+
+    def __init__(self, max_size: int, threads: int = 4) -> None:
+        self._max = max_size
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name="spoolq-readahead", daemon=True)
+                         for _ in range(threads)]  # fmt: skip
+        for t in self._threads:
+            t.start()
+
+    def put(self, paths: Iterable[str]) -> None:
+        for p in paths:
+            self._queue.put(p)
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > self._max:
+                    continue
+                fd = os.open(path, _O_READ)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue  # gone already, or not readable: ingest says why when it gets there
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(5)
+
+
 class _Trash:
     """A daemon thread that unlinks discarded files off the supervisor's hot path."""
 

@@ -35,7 +35,7 @@ import random
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +44,7 @@ from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
 from .retry import CLASH, DELAY, DELETE, DIED, FAIL, GONE, KEEP, SUCCESS, UNCLAIMED, Outcome, decide
-from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Spool, job_name, parse_name
+from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Readahead, Spool, job_name, parse_name
 from .task import Task
 from .watch import NewWatcher, Waker
 
@@ -72,6 +72,9 @@ PARSED_CACHE_MAX = 20_000
 READY_WINDOW = 100_000
 READY_ID_AT = STAMP_LEN + 3  # where the id starts in a ready/ name: "R-<stamp>-<id>.json"
 MAX_BACKOFF_S = 30.0
+# A job file read slower than this came from the disk, not from memory: the next batch of
+# the pass over new/ is read ahead in parallel (see spool.Readahead).
+SLOW_READ_S = 0.0005
 
 EventHook = Callable[[str, Job | None, str], None]
 
@@ -143,6 +146,9 @@ class Supervisor:
         self._new_pending: list[str] = []  # names listed from new/, not yet taken in (reversed)
         self._new_more = False  # the current pass over new/ has more names
         self._new_cursor = spool.cursor(NEW)
+        self._cold_pass = False  # this pass over new/ reads its files from the disk
+        self._slow_reads = 0.0  # moving share of recent reads slower than SLOW_READ_S
+        self._readahead: Readahead | None = None
         self._ingested = False  # the first ingest (a whole listing) is done
         self._next_rescan = 0.0
         self._next_prune = 0.0
@@ -238,6 +244,8 @@ class Supervisor:
         # ever) and the lock always released, even after an error or on a full disk.
         try:
             self._new_cursor.close()
+            if self._readahead is not None:
+                self._readahead.close()
             self.watcher.stop()
             # Settle the answers already in the pipes first: a job that ended is not run again.
             self._collect_and_settle(self.clock())
@@ -444,7 +452,11 @@ class Supervisor:
         # listing the directory again until the pass is over (see spool.NameCursor).
         pending = self._new_pending
         if not pending:
+            if not self._new_more:
+                self._cold_pass = False  # a new pass: hot until a read says otherwise
             listed, self._new_more = self._new_cursor.take(INGEST_BATCH)
+            if self._cold_pass:
+                self._read_ahead(listed)
             pending.extend(reversed(listed))
         room = self._ingest_room()
         # Short slices once running: collecting answers and feeding children must not wait
@@ -470,10 +482,21 @@ class Supervisor:
         else:
             self._next_rescan = time.monotonic()  # more to take in: the next tick goes on
 
+    def _read_ahead(self, names: Iterable[str]) -> None:
+        if self._readahead is None:
+            self._readahead = Readahead(self.spool.max_job_size)
+        self._readahead.put(self.spool.file(NEW, n) for n in names)
+
     def _ingest_one(self, path: Any, name: str, now: datetime) -> int:
         """Take in one file of ``new/``; 1 if it was a due job (moved to ``ready/``), else 0."""
+        t0 = time.perf_counter()
         try:
             job = self.spool.read(path)
+            # Most recent reads slow (not one preempted read): read the rest of this pass ahead.
+            self._slow_reads = 0.9 * self._slow_reads + (0.1 if time.perf_counter() - t0 > SLOW_READ_S else 0.0)
+            if self._slow_reads > 0.5 and not self._cold_pass:
+                self._cold_pass = True
+                self._read_ahead(reversed(self._new_pending))
         except FileNotFoundError:
             return 0
         except HardLinked as exc:

@@ -262,3 +262,29 @@ def test_find_locates_a_job_in_any_state(spool: Spool) -> None:
     spool.write(FAILED, f"20261125T031500.000000Z-{job.id}.json", job)
     entry = spool.find("f1")
     assert entry.state == FAILED and spool.read(entry.path) == job
+
+
+def test_readahead_only_looks_and_never_blocks_or_follows(tmp_path: Path) -> None:
+    # Given what a hostile new/ may hold: a job, a FIFO, a symlink out of the spool, a huge file
+    import time
+
+    from spoolq.spool import Readahead
+
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "job.json").write_bytes(b'{"v": 1}')
+    os.mkfifo(new / "fifo.json")
+    (new / "link.json").symlink_to(outside)
+    (new / "big.json").write_bytes(b"x" * 4096)
+    before = {p.name: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in [*new.iterdir(), outside]}
+    # When the readahead threads go through them
+    ra = Readahead(max_size=1024, threads=2)
+    ra.put(str(p) for p in new.iterdir())
+    t0 = time.monotonic()
+    ra.close()
+    # Then they finished at once (no FIFO open blocked them) and changed nothing
+    assert time.monotonic() - t0 < 5
+    assert {p.name: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in [*new.iterdir(), outside]} == before
+    assert outside.read_bytes() == b"secret"
