@@ -3,23 +3,26 @@
 ::
 
       producers                     supervisor (this module)                 pool children
-    ─────────────┐   ingest      ┌──────────┐  dispatch   ┌──────────┐  pipe  ┌──────────┐
-    tmp/ ─► new/ ├──────────────►│  ready/  ├────────────►│ active/  ├───────►│ runner   │
-                 │   (future eta)└──────────┘  (rename =  └────┬─────┘◄───────┤ (task)   │
-                 └──────────────►┌──────────┐   claim)         │ settle       └──────────┘
-                                 │ delayed/ ├─► ready/ when due│
-                                 └──────────┘◄─────────────────┤ retry
-                        failed/ ◄── invalid, unknown task,     ├─► failed/  (given up)
-                                    duplicate id                ├─► done/    (result kept)
-                                                                └─► deleted  (success)
+    ─────────────┐   ingest      ┌──────────┐  dispatch   ┌──────────┐  claim ┌──────────┐
+    tmp/ ─► new/ ├──────────────►│  ready/  ├─ (pipe) ───►│ active/  │◄───────┤ runner   │
+                 │   (future eta)└──────────┘             └────┬─────┘        │ (task)   │
+                 └──────────────►┌──────────┐                  │ answer ◄─────┤          │
+                                 │ delayed/ ├─► ready/ when due│ settle       └────┬─────┘
+                                 └──────────┘◄─────────────────┤ retry             │
+                        failed/ ◄── invalid, unknown task,     ├─► failed/         │
+                                    duplicate id                ├─► done/           │
+                                                                └─ plain success: ──┘
+                                                                   removed by the child
 
-Producers only ever write ``new/``.  Everything else is moved by this process alone, under
-``spoolq.lock``: new → ready/delayed/failed (ingest), delayed → ready (promote),
-ready → active (dispatch), active → delayed/ready/failed/done/gone (settle).  The outcome is
-written into a new file in its destination before the ``active/`` file is removed, so a
-crash at any point leaves the job in at least one state, never none; recovery at start
-removes the stale ``active/`` copy when a newer record exists, and returns the others to
-``ready/``.  Hence at-least-once delivery.
+Producers only ever write ``new/``.  Under ``spoolq.lock`` this process moves new →
+ready/delayed/failed (ingest), delayed → ready (promote) and active → delayed/ready/failed/
+done (settle); a pool child, handed a ``ready/`` name through its pipe (dispatch), claims it
+(ready → active) right before running it and removes it itself when it succeeds with no
+result to keep (see :mod:`spoolq.runner`).  Every other outcome is written into a new file
+in its destination before the ``active/`` file is removed, so a crash at any point leaves
+the job in at least one state, never none; recovery at start removes the stale ``active/``
+copy when a newer record exists, and returns the others to ``ready/``.  Hence
+at-least-once delivery.
 
 The loop is :meth:`Supervisor.tick` of named steps, repeated by :meth:`Supervisor.run`,
 which sleeps until a child answers or dies, something lands in ``new/``, a signal arrives,
