@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 from .job import Job, parse_ts
 from .retry import DIED, Outcome
-from .runner import child_main, job_message
+from .runner import HEADER, LONG_HEADER, child_main, frame, job_message
 
 # Jobs a child may hold at once while jobs are short (see Pool.capacity).
 PREFETCH = 16
@@ -163,7 +162,7 @@ class Pool:
         """
         msg = job_message(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
                           max_retries=job.max_retries, soft_time_limit=soft_limit, claim=name, discard=discard)
-        slot.outbox += _frame(msg)
+        slot.outbox += frame(msg)
         slot.queue.append((job, hard_limit, name))
         if len(slot.queue) == 1:
             slot._start_head(time.monotonic())
@@ -377,15 +376,6 @@ def _await_forkserver_exit(timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-_HEADER = struct.Struct("!i")
-_LONG_HEADER = struct.Struct("!Q")
-
-
-def _frame(data: bytes) -> bytes:
-    """``data`` framed as :meth:`Connection.recv_bytes` in the child expects it."""
-    if len(data) > 0x7FFFFFFF:
-        return _HEADER.pack(-1) + _LONG_HEADER.pack(len(data)) + data
-    return _HEADER.pack(len(data)) + data
 
 
 def _answers(slot: Slot) -> list[bytes]:
@@ -408,12 +398,12 @@ def _answers(slot: Slot) -> list[bytes]:
     out = []
     buf, pos = slot.buf, 0
     while len(buf) - pos >= 4:
-        (size,) = _HEADER.unpack_from(buf, pos)
+        (size,) = HEADER.unpack_from(buf, pos)
         start = pos + 4
         if size == -1:
             if len(buf) - start < 8:
                 break
-            (size,) = _LONG_HEADER.unpack_from(buf, start)
+            (size,) = LONG_HEADER.unpack_from(buf, start)
             start += 8
         if len(buf) - start < size:
             break

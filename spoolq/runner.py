@@ -36,6 +36,19 @@ from .retry import CLASH, GONE, SUCCESS, UNCLAIMED
 from .spool import ACTIVE, READY, Spool
 from .task import Request, set_request
 
+# The framing of multiprocessing.connection.Connection: a 4-byte big-endian length (-1, then
+# 8 bytes, past 2 GiB), then the bytes.  Both ends batch several frames into one write.
+HEADER = struct.Struct("!i")
+LONG_HEADER = struct.Struct("!Q")
+
+
+def frame(data: bytes) -> bytes:
+    """``data`` framed as :meth:`Connection.recv_bytes` on the other end expects it."""
+    if len(data) > 0x7FFFFFFF:
+        return HEADER.pack(-1) + LONG_HEADER.pack(len(data)) + data
+    return HEADER.pack(len(data)) + data
+
+
 ANSWER_BATCH = 8  # answers sent together at most
 ANSWER_HOLD_S = 0.001  # longest an answer waits for others
 
@@ -272,7 +285,7 @@ class _Answers:
 
     def add(self, data: bytes) -> None:
         with self._lock:
-            self._frames.append(struct.pack("!i", len(data)) + data)
+            self._frames.append(frame(data))
             first = len(self._frames) == 1
         if first:
             self._held.set()

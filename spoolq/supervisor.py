@@ -519,10 +519,10 @@ class Supervisor:
             self._deferred_links.pop(name, None)
         task = self._task(job.task)
         if task is None:
-            self._fail_new(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
+            self._fail_unrun(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
             return 0
         if self._is_queued(job.id):
-            self._fail_new(path, job, "DuplicateJob", f"a job with id {job.id!r} is already queued", now)
+            self._fail_unrun(path, job, "DuplicateJob", f"a job with id {job.id!r} is already queued", now)
             return 0
         self.counts["received"] += 1
         self._emit("received", job, "")
@@ -583,7 +583,9 @@ class Supervisor:
     def _task(self, name: str) -> Task | None:
         return self.registry.tasks.get(name) or (self.registry.get(name) if name in self.registry else None)
 
-    def _fail_new(self, path: Any, job: Job, exc_type: str, message: str, now: datetime) -> None:
+    def _fail_unrun(self, path: Any, job: Job, exc_type: str, message: str, now: datetime) -> None:
+        """Fail a job that never ran (unknown task, duplicate id, expired): record it in
+        ``failed/`` with the error, then remove ``path``."""
         failed = job.with_error(make_error(exc_type, message, "", attempt=job.retries, at=now))
         self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
         self.spool.remove(path)
@@ -649,26 +651,20 @@ class Supervisor:
                     job = self._take(name, now)
                 if job is None:
                     return
-                if not self._submit(slot, job, name):
-                    self._push_ready(name, job)  # the child died; collect() replaces it
-                    return
+                self._submit(slot, job, name)
 
-    def _submit(self, slot: Any, job: Job, name: str) -> bool:
-        """Hand a job to a child, which claims it from ``ready/<name>``; False if the child
-        is dead."""
+    def _submit(self, slot: Any, job: Job, name: str) -> None:
+        """Hand a job to a child, which claims it from ``ready/<name>`` (a dead child's
+        unclaimed jobs come back through :meth:`Pool.collect`)."""
         task = self._task(job.task)
         soft = (task.soft_time_limit if task else None) or self.soft_time_limit
         hard = job.time_limit or (task.time_limit if task else None) or self.time_limit
         # A success that keeps no result is the child's to remove (see runner.py).
         ttl = job.result_ttl if job.result_ttl is not None else (task.result_ttl if task else None)
-        try:
-            self.pool.submit(slot, job, name, soft_limit=soft, hard_limit=hard, discard=ttl is None)
-        except (OSError, ValueError):
-            return False
+        self.pool.submit(slot, job, name, soft_limit=soft, hard_limit=hard, discard=ttl is None)
         self._emit("started", job, "")
         if log.isEnabledFor(logging.INFO):
             log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
-        return True
 
     def _push_ready(self, name: str, job: Job | None = None) -> None:
         """Index a file that just landed in ``ready/``, unless it sorts after the window."""
@@ -735,26 +731,15 @@ class Supervisor:
                 self._live.discard(job_id)
                 return None
         if job.is_expired(now):
+            self._live.discard(job.id)
             try:
-                self._record(job.with_error(make_error("Expired", f"expired at {job.expires}", "",
-                                                       attempt=job.retries, at=now)),
-                             self.spool.file(READY, name), now)  # fmt: skip
+                self._fail_unrun(self.spool.file(READY, name), job, "Expired", f"expired at {job.expires}", now)
             except FileNotFoundError:
                 pass
             except (OSError, SpoolError) as exc:
                 self._io_failed(f"{job.id} {job.task}: cannot record its expiry ({exc}); it stays in ready/")
             return None
         return job
-
-    def _record(self, failed: Job, path: str, now: datetime) -> None:
-        """Fail a job that never ran (expired before its turn): record, then remove."""
-        self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
-        self.spool.remove(path)
-        self._live.discard(failed.id)
-        self.counts["failed"] += 1
-        reason = failed.errors[-1]["message"] if failed.errors else "failed"
-        log.error("%s %s: failed: %s", failed.id, failed.task, reason)
-        self._emit("failed", failed, reason)
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -793,12 +778,7 @@ class Supervisor:
             self._live.discard(job.id)
             log.warning("%s %s: not run: %s", job.id, job.task, outcome.message)
         elif kind == CLASH:  # the same id got into ready/ while running: a duplicate
-            failed = job.with_error(make_error("DuplicateJob", outcome.message, "", attempt=job.retries, at=now))
-            self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
-            self.spool.remove(self.spool.file(READY, name))
-            self.counts["failed"] += 1
-            log.error("%s %s: failed: DuplicateJob: %s", job.id, job.task, outcome.message)
-            self._emit("failed", failed, outcome.message)
+            self._fail_unrun(self.spool.file(READY, name), job, "DuplicateJob", outcome.message, now)
         elif kind == UNCLAIMED:
             self._requeue(job, name)
             self._io_failed(f"{job.id} {job.task}: {outcome.message}")
