@@ -81,6 +81,10 @@ class SpoolError(SpoolqError):
     """The spool directory cannot be used: missing, unsafe, unwritable or full."""
 
 
+class SpoolGone(SpoolError):
+    """The spool a supervisor runs on is no longer at its path: removed, moved or replaced."""
+
+
 class SpoolLocked(SpoolError):
     """Another supervisor holds the spool."""
 

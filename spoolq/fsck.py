@@ -277,7 +277,7 @@ def _kind(mode: int) -> str:
 
 def _most_advanced(recs: list[_Record]) -> _Record:
     # More history means further along (a retry was recorded); then the later state.
-    return max(recs, key=lambda r: (len(r.job.errors), r.job.retries, _STATE_RANK[r.state], r.path.name))
+    return max(recs, key=lambda r: (r.job.error_count(), r.job.retries, _STATE_RANK[r.state], r.path.name))
 
 
 def _rel(spool: Spool, path: str | Path) -> str:

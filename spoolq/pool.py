@@ -82,6 +82,7 @@ class Pool:
     max_tasks_per_child: int | None = None
     spool_root: str = ""  # children claim and discard jobs in this spool
     fsync: bool = True
+    spool_identity: tuple[int, int] | None = None  # (st_dev, st_ino) the children check they found
     prefetch: int = PREFETCH
     slots: list[Slot] = field(default_factory=list)
     requeue: list[tuple[Job, str]] = field(default_factory=list)  # unclaimed jobs of a dead child
@@ -110,7 +111,8 @@ class Pool:
 
     def _spawn(self, slot: Slot) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=child_main, args=(child, self.modules, self.spool_root, self.fsync),
+        proc = self._ctx.Process(target=child_main,
+                                 args=(child, self.modules, self.spool_root, self.fsync, self.spool_identity),
                                  name=f"spoolq-worker-{slot.index}", daemon=True)
         proc.start()
         child.close()

@@ -29,7 +29,7 @@ import traceback
 from datetime import datetime
 from typing import Any
 
-from .errors import Retry, SoftTimeLimitExceeded, TaskNotFound
+from .errors import Retry, SoftTimeLimitExceeded, SpoolError, TaskNotFound
 from .job import encode_json, format_ts, parse_ts
 from .registry import Registry, discover
 from .retry import CLASH, GONE, SUCCESS, UNCLAIMED
@@ -160,28 +160,30 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def claim(spool: Spool, msg: dict) -> dict | None:
+def claim(spool: Spool, msg: dict, refusal: str | None = None) -> dict | None:
     """Rename the job from ``ready/`` into ``active/``; None when that worked, otherwise the
-    answer that says why it was not run."""
+    answer that says why it was not run (``refusal``: why this child may claim nothing)."""
     name = msg.get("claim")
     if not name:
         return None
     if "/" in name or name.startswith("."):
         raise ValueError(f"not a ready/ name: {name!r}")
+    if refusal is not None:  # not the supervisor's spool (moved or replaced): touch nothing here
+        return {"kind": UNCLAIMED, "message": f"cannot claim ready/{name}: {refusal}"}
     try:
         spool.move(spool.file(READY, name), ACTIVE, f"{msg['id']}.json")
     except FileNotFoundError:
         return {"kind": GONE, "message": f"ready/{name} was gone when a worker came to claim it"}
     except FileExistsError:
         return {"kind": CLASH, "message": f"a job with id {msg['id']!r} is already in active/"}
-    except OSError as exc:
-        return {"kind": UNCLAIMED, "message": f"cannot claim ready/{name}: {exc.strerror or exc}"}
+    except (OSError, SpoolError) as exc:
+        return {"kind": UNCLAIMED, "message": f"cannot claim ready/{name}: {getattr(exc, 'strerror', None) or exc}"}
     return None
 
 
-def handle(registry: Registry, spool: Spool, msg: dict) -> dict:
+def handle(registry: Registry, spool: Spool, msg: dict, refusal: str | None = None) -> dict:
     """Claim, run and (for a success that keeps nothing) discard one job; its answer."""
-    refused = claim(spool, msg)
+    refused = claim(spool, msg, refusal)
     if refused is not None:
         return refused
     outcome = run_job(registry, msg)
@@ -189,7 +191,7 @@ def handle(registry: Registry, spool: Spool, msg: dict) -> dict:
         try:
             spool.discard(spool.file(ACTIVE, f"{msg['id']}.json"))
             outcome["discarded"] = True
-        except OSError:
+        except (OSError, SpoolError):
             pass  # left in active/: the supervisor removes it when it settles the answer
     return outcome
 
@@ -221,7 +223,8 @@ def _die_with_supervisor(conn: Any, spool: Spool) -> None:
     threading.Thread(target=wait_for_hangup, name="spoolq-hangup", daemon=True).start()
 
 
-def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = True) -> None:
+def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = True,
+               identity: tuple[int, int] | None = None) -> None:
     """The pool child's loop: import the task modules, then answer jobs until EOF.
 
     SIGINT and SIGTERM are ignored: a Ctrl-C or a group-wide TERM reaches the supervisor,
@@ -236,6 +239,13 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
         print(f"spoolq worker {os.getpid()}: cannot load {err.source}: {err.error}", file=sys.stderr, flush=True)
     # The child's renames are made durable by the supervisor's batched directory flushes.
     spool = Spool(spool_root, fsync=fsync, create=False)
+    refusal = None
+    try:
+        # The supervisor's directory, found by path: if the path now leads elsewhere, this
+        # child claims nothing (claim() says so) and the supervisor, checking too, stops.
+        spool.bind(expect=identity)
+    except SpoolError as exc:
+        refusal = str(exc)
     _die_with_supervisor(conn, spool)
     answers = _Answers(conn)
     try:
@@ -247,7 +257,7 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
             except (EOFError, OSError):
                 return
             try:
-                outcome = handle(registry, spool, json.loads(data))
+                outcome = handle(registry, spool, json.loads(data), refusal)
             except BaseException as exc:  # noqa: BLE001 - a bad message must still get an answer
                 outcome = _error(exc, time.perf_counter(), autoretry=False)
             answers.add(encode_json(outcome))

@@ -25,24 +25,37 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import logging
 import os
 import queue
 import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import DuplicateJob, HardLinked, JobFormatError, JobNotFound, JobTooLarge, SpoolError, SpoolLocked
-from .job import MAX_PRIORITY, STAMP_LEN, Job, parse_stamp, stamp
+from .errors import (
+    DuplicateJob,
+    HardLinked,
+    JobFormatError,
+    JobNotFound,
+    JobTooLarge,
+    SpoolError,
+    SpoolGone,
+    SpoolLocked,
+)
+from .job import MAX_HISTORY_BYTES, MAX_PRIORITY, STAMP_LEN, Job, parse_stamp, stamp
+
+log = logging.getLogger("spoolq.spool")
 
 TMP, NEW, READY, ACTIVE, DELAYED, FAILED, DONE = "tmp", "new", "ready", "active", "delayed", "failed", "done"
 STATES = (NEW, READY, ACTIVE, DELAYED, FAILED, DONE)
 LIVE_STATES = (NEW, READY, ACTIVE, DELAYED)
+DIRS = (TMP, *STATES)
 LOCK_NAME = "spoolq.lock"
 DEFAULT_MAX_JOB_SIZE = 1024 * 1024
 BAD_SUFFIX = ".bad"
@@ -55,6 +68,7 @@ except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
     _LIBC = None
 
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -107,9 +121,17 @@ class Spool:
         fsync: flush files and directories to disk before a write or move counts as done.
             ``False`` trades durability on power loss for speed; a process crash still loses
             nothing.
-        max_job_size: largest job file accepted, in bytes.
+        max_job_size: largest job file accepted in ``new/``, in bytes.  Records the
+            supervisor writes elsewhere may be larger by the bounded error history
+            (:data:`~spoolq.job.MAX_HISTORY_BYTES`): see :attr:`record_limit`.
         dir_mode, file_mode: permissions of new directories and files.
         create: create missing directories (the CLI's read-only commands pass False).
+
+    A producer's Spool finds its directories through the path at each call.  A supervisor's
+    (and a pool child's) is :meth:`bound <bind>` to the directory it locked: every operation
+    then goes through directory descriptors, so a spool renamed or replaced while it runs is
+    never confused with whatever is at the path afterwards, and :meth:`check_place` tells it
+    to stop.  A state directory removed under a bound spool is created again on first use.
     """
 
     def __init__(
@@ -125,17 +147,19 @@ class Spool:
         self.path = Path(path).absolute()
         self.fsync = fsync
         self.max_job_size = max_job_size
+        self.record_limit = max_job_size + MAX_HISTORY_BYTES
         self.dir_mode = dir_mode
         self.file_mode = file_mode
         self._counter = 0
         self._counter_lock = threading.Lock()
         self._dirty: set[str] = set()
-        self._dir_fds: dict[str, int] = {}
         self._pid = os.getpid()
         self._salt = secrets.token_hex(3)
         self._trash: _Trash | None = None
         self._root = str(self.path)
-        self._tmp_dir, self._new_dir, self._active_dir = (str(self.path / d) for d in (TMP, NEW, ACTIVE))
+        self._root_fd: int | None = None  # set by bind()
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the bound directory
+        self._fds: dict[str, tuple[int, tuple[int, int]]] = {}  # bound: state -> (fd, its identity)
         self._ready = False
         if create:
             self.ensure()
@@ -143,7 +167,7 @@ class Spool:
     # -- layout and safety ---------------------------------------------------------------
 
     def dir(self, state: str) -> Path:
-        """The directory of a state (or ``tmp``)."""
+        """The directory of a state (or ``tmp``), by path."""
         return self.path / state
 
     def ensure(self) -> None:
@@ -158,7 +182,7 @@ class Spool:
         try:
             self.path.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
             self._check_safe(self.path)
-            for state in (TMP, *STATES):
+            for state in DIRS:
                 d = self.path / state
                 try:
                     d.mkdir(mode=self.dir_mode)
@@ -173,7 +197,9 @@ class Spool:
         st = os.lstat(d)
         if stat.S_ISLNK(st.st_mode) and d != self.path:
             raise SpoolError(f"spool directory {d} is a symlink; refusing to follow it")
-        st = os.stat(d)
+        self._check_dir_stat(os.stat(d), d)
+
+    def _check_dir_stat(self, st: os.stat_result, d: str | Path) -> None:
         if not stat.S_ISDIR(st.st_mode):
             raise SpoolError(f"{d} is not a directory")
         if st.st_uid != os.geteuid():
@@ -188,27 +214,182 @@ class Spool:
         """Whether the spool's layout is there (read-only commands must not create it)."""
         return all((self.path / s).is_dir() for s in STATES)
 
+    # -- the bound directory -----------------------------------------------------------
+
+    def bind(self, expect: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Hold the spool's directory open and act on it, not on the path, from now on.
+
+        Parameters:
+            expect: the ``(st_dev, st_ino)`` the directory must have (a pool child checks
+                that the path still leads to its supervisor's spool).
+        Returns:
+            The directory's ``(st_dev, st_ino)``.
+        Raises:
+            SpoolGone: the path leads nowhere, or to another directory than ``expect``.
+        """
+        if self._root_fd is not None:
+            return self._identity  # type: ignore[return-value]
+        try:
+            fd = os.open(self._root, _DIR_FLAGS)
+        except OSError as exc:
+            raise SpoolGone(f"cannot open spool {self.path}: {exc.strerror or exc}") from None
+        st = os.fstat(fd)
+        identity = (st.st_dev, st.st_ino)
+        if expect is not None and identity != tuple(expect):
+            os.close(fd)
+            raise SpoolGone(f"spool {self.path} is not the directory it was: it was moved or replaced")
+        self._root_fd, self._identity = fd, identity
+        return identity
+
+    @property
+    def bound(self) -> bool:
+        """Whether this spool acts through held directory descriptors (see :meth:`bind`)."""
+        return self._root_fd is not None
+
+    def check_place(self) -> None:
+        """Check that the path still leads to the bound directory, and that every state
+        directory in use is still in it (one removed or moved away is created again).
+
+        Raises:
+            SpoolGone: the spool was removed, moved away, or replaced by another directory.
+        """
+        if self._root_fd is None:
+            return
+        try:
+            st = os.stat(self._root)
+        except OSError as exc:
+            raise SpoolGone(f"spool {self.path} is gone ({exc.strerror}): it was removed or moved away") from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise SpoolGone(f"spool {self.path} now leads to another directory: the spool was moved or replaced")
+        if os.fstat(self._root_fd).st_nlink == 0:
+            raise SpoolGone(f"spool {self.path} was removed")
+        for state, (_, identity) in list(self._fds.items()):
+            try:
+                here = os.stat(state, dir_fd=self._root_fd, follow_symlinks=False)
+                moved = (here.st_dev, here.st_ino) != identity
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                self._reopen(state)
+
+    def _fd(self, state: str) -> int:
+        """The held descriptor of a state directory of a bound spool (opened on first use)."""
+        entry = self._fds.get(state)
+        return entry[0] if entry is not None else self._open_state(state)
+
+    def _open_state(self, state: str) -> int:
+        root = self._root_fd
+        assert root is not None
+        for _ in range(2):
+            try:
+                fd = os.open(state, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root)
+                break
+            except FileNotFoundError:
+                try:
+                    os.mkdir(state, self.dir_mode, dir_fd=root)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    raise SpoolGone(f"spool {self.path} was removed") from None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise SpoolError(f"spool directory {self.path / state} is not a directory (or a symlink, "
+                                     "not followed)") from None  # fmt: skip
+                raise
+        else:  # pragma: no cover - created and removed again between two calls
+            raise SpoolError(f"cannot create {self.path / state}")
+        st = os.fstat(fd)
+        try:
+            self._check_dir_stat(st, self.path / state)
+        except SpoolError:
+            os.close(fd)
+            raise
+        self._fds[state] = (fd, (st.st_dev, st.st_ino))
+        return fd
+
+    def _reopen(self, state: str) -> bool:
+        """Open a state directory afresh if the one held was removed or moved away, creating
+        it again; True if it was (the operation that failed may then be tried again)."""
+        entry = self._fds.get(state)
+        if entry is None:
+            return False
+        fd, identity = entry
+        try:
+            here = os.stat(state, dir_fd=self._root_fd, follow_symlinks=False)
+            if (here.st_dev, here.st_ino) == identity:
+                return False  # the directory is fine: what was missing is the file
+        except FileNotFoundError:
+            pass
+        del self._fds[state]
+        os.close(fd)
+        self._open_state(state)
+        log.warning("%s/ had been removed from spool %s (or moved away); created it again", state, self.path)
+        return True
+
+    def _loc(self, state: str, name: str) -> tuple[str, int | None]:
+        """Where ``name`` in ``state`` is, for ``os`` calls: (name, directory fd) when bound,
+        else (path, None)."""
+        if self._root_fd is not None:
+            return name, self._fd(state)
+        return f"{self._root}/{state}/{name}", None
+
+    def _split(self, path: str | os.PathLike[str]) -> tuple[str, str]:
+        """The (state, name) of a path inside this spool.
+
+        Raises:
+            ValueError: the path is not a file directly in one of the spool's directories.
+        """
+        p = os.fspath(path)
+        root = self._root
+        if p.startswith(root) and p[len(root) : len(root) + 1] == "/":
+            state, sep, name = p[len(root) + 1 :].partition("/")
+            if sep and state in DIRS and name and "/" not in name:
+                return state, name
+        raise ValueError(f"{p!r} is not a file of spool {root}")
+
+    def _retry_moved(self, states: Iterable[str], exc: FileNotFoundError) -> None:
+        """After ENOENT from a bound operation: reopen the states whose directory was removed
+        (then the caller tries once more), or re-raise ``exc`` (the file itself is missing)."""
+        if self._root_fd is None or not any([self._reopen(s) for s in states]):
+            raise exc
+
     # -- writing ------------------------------------------------------------------------
+
+    def _fork_check(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:  # forked: new names, and the parent's unlink thread is not here
+            self._pid, self._salt, self._trash = pid, secrets.token_hex(3), None
 
     def _tmp_name(self) -> str:
         with self._counter_lock:
             self._counter += 1
             n = self._counter
-        pid = os.getpid()
-        if pid != self._pid:  # forked: the inherited directory fds belong to the parent
-            self._pid, self._dir_fds, self._salt = pid, {}, secrets.token_hex(3)
-        return f"{time.time_ns()}.{pid}.{n}.{self._salt}"
+        self._fork_check()
+        return f"{time.time_ns()}.{self._pid}.{n}.{self._salt}"
 
     def _write_tmp(self, data: bytes, *, flush: bool = True) -> str:
         """Write ``data`` to a fresh file in ``tmp/`` and (with fsync on and ``flush``) flush
-        it; the caller publishes it.  Plain string paths: this is the enqueue hot path."""
+        it; returns its name there, for the caller to publish.
+
+        Raises:
+            SpoolError: the file cannot be created or written (disk or inodes full, a
+                read-only or vanished spool, permissions); nothing is left behind.
+        """
         while True:
-            path = f"{self._tmp_dir}/{self._tmp_name()}"
+            name = self._tmp_name()
+            where, dir_fd = self._loc(TMP, name)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+                fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode, dir_fd=dir_fd)
                 break
             except FileExistsError:  # pragma: no cover - needs a clash of ns, pid, counter and random
                 continue
+            except FileNotFoundError as exc:
+                try:
+                    self._retry_moved((TMP,), exc)
+                except OSError:
+                    raise SpoolError(f"cannot write to spool {self.path}: tmp/ is missing") from None
+            except OSError as exc:
+                raise SpoolError(f"cannot write to spool {self.path}: {exc.strerror or exc}") from None
         try:
             try:
                 view = memoryview(data)
@@ -219,9 +400,9 @@ class Spool:
             finally:
                 os.close(fd)
         except OSError as exc:
-            _unlink_quietly(path)
+            self._unlink_quietly(TMP, name)
             raise SpoolError(f"cannot write to spool {self.path}: {exc.strerror or exc}") from exc
-        return path
+        return name
 
     def _encode(self, job: Job) -> bytes:
         data = job.to_json()
@@ -256,39 +437,55 @@ class Spool:
 
         On an error, the jobs published before it stay published (the caller sees the
         exception); the failing one and those after it leave nothing behind.
+
+        Raises:
+            JobTooLarge, DuplicateJob: see :meth:`publish`.
+            SpoolError: any I/O error, with its cause.
         """
         self.ensure()
         encoded = [(job, self._encode(job)) for job in jobs]
         bulk = self.fsync and len(encoded) > 1
         out: list[str] = []  # plain strings: building a Path costs as much as the rename
         tmps: list[str] = []
+        # The new/ directory this call renames into and flushes: the same one, even if the
+        # spool is replaced meanwhile (a flush of the old one would leave the entry unflushed).
+        new_fd = self._fd(NEW) if self._root_fd is not None else None
+        own_fd = new_fd is None
         try:
+            if own_fd:
+                new_fd = os.open(f"{self._root}/{NEW}", _DIR_FLAGS)
             for job, data in encoded:
                 # A new random id cannot be running; a caller's id (task_id) may be.
-                if not fresh_ids and os.path.exists(f"{self._active_dir}/{job.id}.json"):
+                if not fresh_ids and self.has(ACTIVE, f"{job.id}.json"):
                     raise DuplicateJob(job.id, ACTIVE)
                 tmps.append(self._write_tmp(data, flush=not bulk))
             if bulk:
                 self._flush_filesystem()
             for (job, _), tmp in zip(encoded, tmps, strict=True):
-                target = f"{self._new_dir}/{job.id}.json"
+                src, src_fd = self._loc(TMP, tmp)
                 try:
-                    _rename_noreplace(tmp, target)
+                    _rename_noreplace(src, f"{job.id}.json", src_fd, new_fd)
                 except FileExistsError:
                     raise DuplicateJob(job.id, NEW) from None
-                except OSError as exc:
-                    raise SpoolError(f"cannot deliver job {job.id!r}: {exc.strerror or exc}") from exc
-                out.append(target)
+                out.append(f"{self._root}/{NEW}/{job.id}.json")
+        except OSError as exc:
+            raise SpoolError(f"cannot deliver to spool {self.path}: {exc.strerror or exc}") from exc
         finally:
-            for tmp in tmps[len(out):]:  # the ones not delivered; a delivered one has no tmp/ name left
-                _unlink_quietly(tmp)
-            if out:
-                self._sync_dir(NEW)
+            for tmp in tmps[len(out) :]:  # the ones not delivered; a delivered one has no tmp/ name left
+                self._unlink_quietly(TMP, tmp)
+            try:
+                if out and self.fsync:
+                    os.fsync(new_fd)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise SpoolError(f"cannot flush spool {self.path}: {exc.strerror or exc}") from exc
+            finally:
+                if own_fd and new_fd is not None:
+                    os.close(new_fd)
         return out
 
     def _flush_filesystem(self) -> None:
         """Flush every dirty file of the spool's filesystem at once (Linux ``syncfs``)."""
-        fd = os.open(self.path / TMP, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(self.path / TMP, _DIR_FLAGS)
         try:
             if _LIBC is None or _LIBC.syncfs(fd) != 0:
                 os.sync()  # no syncfs here: flush everything, slower but just as safe
@@ -298,9 +495,8 @@ class Spool:
     def write(self, state: str, name: str, job: Job, *, replace: bool = False) -> Path:
         """Write a job file into a state directory (the supervisor's outcomes).
 
-        ``replace`` allows the name to exist already (a rewrite of the supervisor's own
-        file in ``active/`` or a newer result in ``done/``); otherwise a clash raises
-        FileExistsError and writes nothing.
+        ``replace`` allows the name to exist already (a newer result in ``done/``);
+        otherwise a clash raises FileExistsError and writes nothing.
         """
         return self.write_bytes(state, name, job.to_json(), replace=replace)
 
@@ -312,30 +508,64 @@ class Spool:
         :meth:`barrier` flushes in batches because undoing one loses nothing.
         """
         tmp = self._write_tmp(data)
-        target = self.path / state / name
         try:
-            if replace:
-                os.rename(tmp, target)
-            else:
-                _rename_noreplace(tmp, target)
+            self._rename(TMP, tmp, state, name, replace=replace)
         except OSError:
-            _unlink_quietly(tmp)
+            self._unlink_quietly(TMP, tmp)
             raise
         self._sync_dir(state)
+        return self.path / state / name
+
+    def record(self, src: str | os.PathLike[str], state: str, name: str, job: Job) -> Path:
+        """Write ``job`` as a new record ``state/name``, then remove ``src``, the copy it
+        replaces (an outcome recorded, STYLE habit 4).
+
+        If ``src`` cannot be removed (a read-only directory, say), the record just written is
+        removed again before the error is raised, so a step that fails this way and is tried
+        later leaves one record, not one per try.  A ``src`` already gone (removed by hand)
+        counts as removed.
+
+        Raises:
+            FileExistsError: ``state/name`` is taken (nothing written).
+            SpoolError, OSError: the write or the removal failed (nothing left of the record).
+        """
+        target = self.write(state, name, job)
+        try:
+            self.remove(src)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            try:
+                self._unlink(state, name)
+                self._sync_dir(state)
+            except OSError:  # pragma: no cover - the disk refuses both: recovery sorts it out
+                log.error("cannot remove %s/%s again after a failed move; spoolq fsck reports it", state, name)
+            raise
         return target
 
     # -- reading ------------------------------------------------------------------------
 
-    def read_bytes(self, path: Path) -> bytes:
+    def limit_of(self, state: str) -> int:
+        """The largest file accepted in ``state``: ``max_job_size`` for what producers write
+        (``new/``), :attr:`record_limit` for the records the supervisor writes."""
+        return self.max_job_size if state == NEW else self.record_limit
+
+    def read_bytes(self, path: str | os.PathLike[str]) -> bytes:
         """Read a regular file without following a symlink and without blocking on a FIFO.
 
         Raises:
-            JobFormatError: not a regular file, a hard link, or larger than ``max_job_size``;
-                the message names the cause.
+            JobFormatError: not a regular file, a hard link, or larger than its state's
+                limit (:meth:`limit_of`); the message names the cause.
             FileNotFoundError: it is gone (another process moved it).
         """
         try:
-            fd = os.open(path, _O_READ)
+            state, name = self._split(path)
+            where, dir_fd = self._loc(state, name)
+        except ValueError:
+            state, where, dir_fd = "", os.fspath(path), None
+        limit = self.limit_of(state)
+        try:
+            fd = os.open(where, _O_READ, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise JobFormatError("a symlink, not a job file (not followed)") from None
@@ -346,10 +576,10 @@ class Spool:
                 raise JobFormatError(f"a {file_kind(st.st_mode)}, not a job file")
             if st.st_nlink > 1:
                 raise HardLinked(f"a hard link ({st.st_nlink} links): may belong outside the spool, not read", st)
-            if st.st_size > self.max_job_size:
-                raise JobFormatError(f"{st.st_size} bytes, over the limit of {self.max_job_size} bytes")
+            if st.st_size > limit:
+                raise JobFormatError(f"{st.st_size} bytes, over the limit of {limit} bytes")
             chunks = []
-            remaining = self.max_job_size + 1
+            remaining = limit + 1
             while remaining > 0:
                 chunk = os.read(fd, min(remaining, 1 << 20))
                 if not chunk:
@@ -357,39 +587,71 @@ class Spool:
                 chunks.append(chunk)
                 remaining -= len(chunk)
             data = b"".join(chunks)
-            if len(data) > self.max_job_size:
-                raise JobFormatError(f"over the limit of {self.max_job_size} bytes")
+            if len(data) > limit:
+                raise JobFormatError(f"over the limit of {limit} bytes")
             return data
         finally:
             os.close(fd)
 
-    def read(self, path: Path) -> Job:
+    def read(self, path: str | os.PathLike[str]) -> Job:
         """Read and validate a job file; see :meth:`read_bytes` for what is refused."""
         return Job.from_json(self.read_bytes(path))
 
+    def lstat(self, path: str | os.PathLike[str]) -> os.stat_result:
+        """``lstat`` of a spool file (through the bound directory)."""
+        state, name = self._split(path)
+        where, dir_fd = self._loc(state, name)
+        return os.stat(where, dir_fd=dir_fd, follow_symlinks=False)
+
+    def has(self, state: str, name: str) -> bool:
+        """Whether ``name`` is in ``state`` (as any kind of file; links are not followed)."""
+        where, dir_fd = self._loc(state, name)
+        try:
+            os.stat(where, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _listing(self, state: str) -> Any:
+        """A ``scandir`` iterator over a state directory (entries' ``path`` is the name when
+        bound); raises FileNotFoundError if the directory is missing and cannot be made."""
+        if self._root_fd is None:
+            return os.scandir(f"{self._root}/{state}")
+        # A description of its own: two listings of one directory must not share an offset.
+        for _ in range(2):
+            try:
+                fd = os.open(".", _DIR_FLAGS, dir_fd=self._fd(state))
+                break
+            except FileNotFoundError as exc:
+                self._retry_moved((state,), exc)
+        try:
+            return os.scandir(fd)
+        finally:
+            os.close(fd)  # scandir keeps a duplicate of its own
+
     def scan(self, state: str) -> Iterator[Entry]:
         """The entries of a state directory, unsorted (the listing is the truth)."""
-        d = self.path / state
         try:
-            it = os.scandir(d)
+            it = self._listing(state)
         except FileNotFoundError:
             return
+        base = self.path / state
         with it:
             for de in it:
                 job_id, when = parse_name(state, de.name)
-                yield Entry(state, de.name, job_id, when, Path(de.path))
+                yield Entry(state, de.name, job_id, when, base / de.name)
 
     def names(self, state: str, limit: int | None = None) -> list[str]:
         """Up to ``limit`` file names of a state, unsorted, without building entries."""
         try:
-            with os.scandir(f"{self._root}/{state}") as it:
+            with self._listing(state) as it:
                 return [de.name for de in itertools.islice(it, limit)]
         except FileNotFoundError:
             return []
 
     def cursor(self, state: str) -> NameCursor:
         """Names of a state taken a batch at a time, continuing one listing between calls."""
-        return NameCursor(f"{self._root}/{state}")
+        return NameCursor(lambda: self._listing(state))
 
     def entries(self, state: str) -> list[Entry]:
         """The entries of a state, sorted by name (dispatch order in ``ready/``, due order in
@@ -404,9 +666,9 @@ class Spool:
         """
         for state in states:
             if state in (NEW, ACTIVE, DONE):
-                p = self.path / state / f"{job_id}.json"
-                if os.path.lexists(p):
-                    return Entry(state, p.name, job_id, None, p)
+                name = f"{job_id}.json"
+                if self.has(state, name):
+                    return Entry(state, name, job_id, None, self.path / state / name)
                 continue
             for e in self.scan(state):
                 if e.job_id == job_id:
@@ -423,24 +685,51 @@ class Spool:
         """The path of ``name`` in a state, as a plain string (the supervisor's hot path)."""
         return f"{self._root}/{state}/{name}"
 
-    def move(self, src: str | Path, state: str, name: str, from_state: str | None = None) -> str:
+    def _rename(self, src_state: str, src_name: str, state: str, name: str, *, replace: bool = False) -> None:
+        for attempt in range(2):
+            src, src_fd = self._loc(src_state, src_name)
+            dst, dst_fd = self._loc(state, name)
+            try:
+                if replace:
+                    os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                else:
+                    _rename_noreplace(src, dst, src_fd, dst_fd)
+                return
+            except FileNotFoundError as exc:
+                if attempt:
+                    raise
+                self._retry_moved((state, src_state), exc)
+
+    def move(self, src: str | os.PathLike[str], state: str, name: str, from_state: str | None = None) -> str:
         """Rename a file into a state; its directory is flushed by the next :meth:`barrier`.
-        ``from_state``: the state ``src`` is in, when the caller knows (saves parsing it).
+        ``from_state``: the state ``src`` is in, when the caller knows (saves nothing now;
+        kept for callers).
 
         Raises FileExistsError rather than replace another file.
         """
-        target = f"{self._root}/{state}/{name}"
-        _rename_noreplace(src, target)
+        src_state, src_name = self._split(src)
+        self._rename(src_state, src_name, state, name)
         self._dirty.add(state)
-        self._dirty.add(from_state or _state_of(src))
-        return target
+        self._dirty.add(src_state)
+        return f"{self._root}/{state}/{name}"
 
-    def remove(self, path: str | Path) -> None:
+    def _unlink(self, state: str, name: str) -> None:
+        where, dir_fd = self._loc(state, name)
+        os.unlink(where, dir_fd=dir_fd)
+
+    def _unlink_quietly(self, state: str, name: str) -> None:
+        try:
+            self._unlink(state, name)
+        except OSError:
+            pass
+
+    def remove(self, path: str | os.PathLike[str]) -> None:
         """Unlink a file of the spool (a finished job, an expired result)."""
-        os.unlink(path)
-        self._dirty.add(_state_of(path))
+        state, name = self._split(path)
+        self._unlink(state, name)
+        self._dirty.add(state)
 
-    def discard(self, path: str | Path) -> None:
+    def discard(self, path: str | os.PathLike[str]) -> None:
         """Take a finished job out of its state now and unlink it in the background.
 
         Freeing a file's blocks can cost milliseconds (the journal, online discard) while a
@@ -448,35 +737,36 @@ class Spool:
         one but its writer reads) and a helper thread does the unlink.  A crash before that
         leaves a file in ``tmp/`` that the next start sweeps; never a job to run again.
         """
-        if os.getpid() != self._pid:
-            self._pid, self._dir_fds, self._salt = os.getpid(), {}, secrets.token_hex(3)
-            self._trash = None
-        trash = f"{self._tmp_dir}/{time.time_ns()}.{self._pid}{DISCARDED}{os.path.basename(path)}"
-        os.rename(path, trash)
-        self._dirty.add(_state_of(path))
+        self._fork_check()
+        state, name = self._split(path)
+        trash = f"{time.time_ns()}.{self._pid}{DISCARDED}{name}"
+        self._rename(state, name, TMP, trash, replace=True)
+        self._dirty.add(state)
         if self._trash is None:
             self._trash = _Trash()
-        self._trash.put(trash)
+        self._trash.put(self._loc(TMP, trash))
 
-    def reject(self, path: str | Path, reason: str, now: datetime) -> Path:
+    def reject(self, path: str | os.PathLike[str], reason: str, now: datetime) -> Path:
         """Move something that is not a valid job from ``new/`` into ``failed/`` untouched,
         with the reason beside it in ``<name>.reason``.
 
         The original is renamed, never read or rewritten: it may be a FIFO, a directory or a
         symlink pointing outside the spool, and renaming moves the link, not its target.
+        Its name may be any bytes; the reason file says it readably (:func:`printable`).
         """
         base = _safe_name(os.path.basename(path))
+        text = printable(reason.rstrip()) + "\n"
         for n in range(1000):
             suffix = f".{n}" if n else ""
             name = f"{stamp(now)}-{base}{suffix}{BAD_SUFFIX}"
             try:
-                self.write_bytes(FAILED, name + REASON_SUFFIX, (reason.rstrip() + "\n").encode("utf-8"))
+                self.write_bytes(FAILED, name + REASON_SUFFIX, text.encode("utf-8"))
             except FileExistsError:
                 continue
             try:
                 return Path(self.move(path, FAILED, name))
             except BaseException:
-                _unlink_quietly(self.path / FAILED / (name + REASON_SUFFIX))
+                self._unlink_quietly(FAILED, name + REASON_SUFFIX)
                 raise
         raise SpoolError(f"cannot find a free name in failed/ for {base!r}")  # pragma: no cover
 
@@ -491,31 +781,40 @@ class Spool:
         return bool(self._dirty)
 
     def barrier(self) -> None:
-        """Flush the directories changed since the last barrier, making moves durable."""
-        dirty, self._dirty = self._dirty, set()
-        for state in dirty:
+        """Flush the directories changed since the last barrier, making moves durable.
+
+        Raises:
+            OSError: a flush failed; the directories not flushed stay due for the next one.
+        """
+        while self._dirty:
+            state = next(iter(self._dirty))
             self._sync_dir(state)
+            self._dirty.discard(state)
 
     def _sync_dir(self, state: str) -> None:
         if not self.fsync:
             return
-        if os.getpid() != self._pid:
-            self._pid, self._dir_fds = os.getpid(), {}
-        fd = self._dir_fds.get(state)
-        if fd is None:
-            fd = os.open(self.path / state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._dir_fds[state] = fd
-        os.fsync(fd)
+        if self._root_fd is not None:
+            os.fsync(self._fd(state))
+            return
+        fd = os.open(f"{self._root}/{state}", _DIR_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
-        """Finish pending background unlinks and release the cached directory descriptors."""
+        """Finish pending background unlinks and release the held directory descriptors."""
         if self._trash is not None:
             self._trash.close()
             self._trash = None
-        fds, self._dir_fds = self._dir_fds, {}
+        fds, self._fds = self._fds, {}
+        root, self._root_fd = self._root_fd, None
         if os.getpid() == self._pid:
-            for fd in fds.values():
+            for fd, _ in fds.values():
                 os.close(fd)
+            if root is not None:
+                os.close(root)
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -527,29 +826,28 @@ class Spool:
         age: only the supervisor makes them, and only one supervisor runs.
         """
         removed = []
-        for de in os.scandir(self.path / TMP):
+        for e in self.scan(TMP):
             try:
-                st = de.stat(follow_symlinks=False)
+                st = self.lstat(e.path)
             except FileNotFoundError:
                 continue
-            stale = now_s - st.st_mtime > older_than_s or is_discarded(de.name)
+            stale = now_s - st.st_mtime > older_than_s or is_discarded(e.name)
             if stale and not stat.S_ISDIR(st.st_mode):
-                _unlink_quietly(Path(de.path))
-                removed.append(Path(de.path))
+                self._unlink_quietly(TMP, e.name)
+                removed.append(e.path)
         return removed
 
     def tmp_twin(self, st: os.stat_result) -> Path | None:
         """The ``tmp/`` name of a file (given its ``lstat``) that also sits elsewhere in the
         spool: a producer killed between its link into ``new/`` and its unlink of the
         temporary name.  The job was delivered whole; only its second name is left over."""
-        with os.scandir(self.path / TMP) as it:
-            for de in it:
-                try:
-                    s = de.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if s.st_ino == st.st_ino and s.st_dev == st.st_dev:
-                    return Path(de.path)
+        for e in self.scan(TMP):
+            try:
+                s = self.lstat(e.path)
+            except FileNotFoundError:
+                continue
+            if s.st_ino == st.st_ino and s.st_dev == st.st_dev:
+                return e.path
         return None
 
     def lock(self) -> SupervisorLock:
@@ -566,15 +864,15 @@ class NameCursor:
     pass; files that arrive during a pass are found by the next one.
     """
 
-    def __init__(self, path: str) -> None:
-        self._path = path
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self._open = opener
         self._it: Any = None
 
     def take(self, n: int) -> tuple[list[str], bool]:
         """Up to ``n`` more names, and whether this pass may have more."""
         if self._it is None:
             try:
-                self._it = os.scandir(self._path)
+                self._it = self._open()
             except FileNotFoundError:
                 return [], False
         names = [de.name for de in itertools.islice(self._it, n)]
@@ -637,17 +935,19 @@ class _Trash:
     """A daemon thread that unlinks discarded files off the supervisor's hot path."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, int | None] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="spoolq-trash", daemon=True)
         self._thread.start()
 
-    def put(self, path: str) -> None:
-        self._queue.put(path)
+    def put(self, where: tuple[str, int | None]) -> None:
+        """Unlink ``(name, directory fd)`` (or ``(path, None)``) soon; the fd stays open
+        until :meth:`close` returns."""
+        self._queue.put(where)
 
     def _run(self) -> None:
-        while (path := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             try:
-                os.unlink(path)
+                os.unlink(item[0], dir_fd=item[1])
             except OSError:
                 pass  # already gone, or the disk is unhappy: the tmp/ sweep removes it later
 
@@ -720,8 +1020,9 @@ _RENAME_NOREPLACE = 1
 _renameat2_works = _LIBC is not None and hasattr(_LIBC, "renameat2")
 
 
-def _rename_noreplace(src: str | Path, dst: str | Path) -> None:
-    """Rename that fails with FileExistsError instead of replacing ``dst``.
+def _rename_noreplace(src: str, dst: str, src_fd: int | None = None, dst_fd: int | None = None) -> None:
+    """Rename that fails with FileExistsError instead of replacing ``dst``; ``src`` and
+    ``dst`` are relative to the directory descriptors when given.
 
     One ``renameat2(RENAME_NOREPLACE)`` call where the kernel and filesystem have it.
     Elsewhere a regular file is linked then unlinked (the link is what refuses a clash, so two
@@ -731,26 +1032,31 @@ def _rename_noreplace(src: str | Path, dst: str | Path) -> None:
     global _renameat2_works
     if _renameat2_works:
         assert _LIBC is not None
-        if _LIBC.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        a = _AT_FDCWD if src_fd is None else src_fd
+        b = _AT_FDCWD if dst_fd is None else dst_fd
+        if _LIBC.renameat2(a, os.fsencode(src), b, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
         if err == errno.EEXIST:
-            raise FileExistsError(err, "target exists", str(dst))
+            raise FileExistsError(err, "target exists", dst)
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(err, os.strerror(err), str(src), None, str(dst))  # ENOENT: FileNotFoundError
+            raise OSError(err, os.strerror(err), src, None, dst)  # ENOENT: FileNotFoundError
         _renameat2_works = False  # the filesystem cannot do it: fall back for good
     try:
-        os.link(src, dst, follow_symlinks=False)
+        os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError:
         pass  # a directory, or a filesystem without hard links
     else:
-        os.unlink(src)
+        os.unlink(src, dir_fd=src_fd)
         return
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, "target exists", str(dst))
-    os.rename(src, dst)
+    try:
+        os.stat(dst, dir_fd=dst_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        return
+    raise FileExistsError(errno.EEXIST, "target exists", dst)
 
 
 DISCARDED = ".done."  # in a tmp/ name: a finished job waiting for its unlink
@@ -760,18 +1066,6 @@ def is_discarded(name: str) -> bool:
     """Whether a ``tmp/`` name is a finished job left by :meth:`Spool.discard`."""
     head, sep, _ = name.partition(DISCARDED)
     return bool(sep) and head.replace(".", "").isdigit()
-
-
-def _state_of(path: str | Path) -> str:
-    """The state directory a spool file is in (the name of its parent directory)."""
-    return os.path.basename(os.path.dirname(path))
-
-
-def _unlink_quietly(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def file_kind(mode: int) -> str:
@@ -789,9 +1083,25 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print and log: bytes that are not UTF-8 (a file name's, kept by
+    Python as surrogate escapes) as ``\\xNN``, control characters as escapes.
+
+    Any byte string can be a file name; one must never crash a log line or a reason file,
+    nor move a terminal's cursor.
+    """
+    if text.isprintable():
+        return text
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that was not a byte of a name
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
 def _safe_name(name: str) -> str:
     """A printable, bounded version of a foreign file's name, for its place in failed/."""
-    cleaned = "".join(ch if ch.isprintable() and ch not in "/\\" else "_" for ch in name).lstrip(".")
-    if len(cleaned.encode("utf-8", "replace")) > 150 or not cleaned:
-        cleaned = (cleaned.encode("utf-8", "replace")[:100].decode("utf-8", "ignore") or "file") + "~"
-    return cleaned.encode("utf-8", "replace").decode("utf-8")
+    cleaned = printable(name).replace("/", "_").replace("\\", "_").lstrip(".")
+    if len(cleaned.encode("utf-8")) > 150 or not cleaned:
+        cleaned = (cleaned.encode("utf-8")[:100].decode("utf-8", "ignore") or "file") + "~"
+    return cleaned

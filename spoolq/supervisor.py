@@ -42,12 +42,13 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import HardLinked, JobFormatError, JobNotFound, SpoolError
+from .errors import HardLinked, JobFormatError, JobNotFound, SpoolError, SpoolGone
+from .faults import Faults
 from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
 from .retry import CLASH, DELAY, DELETE, DIED, FAIL, GONE, KEEP, SUCCESS, UNCLAIMED, Outcome, decide
-from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Readahead, Spool, job_name, parse_name
+from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Readahead, Spool, job_name, parse_name, printable
 from .task import Task
 from .watch import NewWatcher, Waker
 
@@ -74,7 +75,16 @@ PARSED_CACHE_MAX = 20_000
 # How many ready/ names the loop keeps in memory; the rest wait on disk (see _refill_ready).
 READY_WINDOW = 100_000
 READY_ID_AT = STAMP_LEN + 3  # where the id starts in a ready/ name: "R-<stamp>-<id>.json"
-MAX_BACKOFF_S = 30.0
+# The steps that touch the disk, as the I/O-failure policy (spoolq.faults) names them in logs.
+INGEST, SETTLE, CLAIM, PROMOTE, TO_FAILED, FLUSH, LOOP = (
+    "taking jobs in from new/", "recording outcomes", "claiming jobs from ready/", "promoting due delayed/ jobs",
+    "writing to failed/", "flushing directories", "the supervisor loop",
+)  # fmt: skip
+# How often the supervisor checks that its spool is still at its path (see Spool.check_place).
+PLACE_CHECK_INTERVAL_S = 0.2
+# With --burst, give up (exit 3) after this long without progress while I/O keeps failing.
+BURST_STALL_S = 10.0
+EXIT_SPOOL = 3  # the CLI's status for a spool that is missing, unusable or gone
 # A job file read slower than this came from the disk, not from memory: the next batch of
 # the pass over new/ is read ahead in parallel (see spool.Readahead).
 SLOW_READ_S = 0.0005
@@ -143,8 +153,10 @@ class Supervisor:
         self._delayed: list[tuple[datetime, str]] = []  # heap of (due, delayed/ name)
         self._live: set[str] = set()  # ids in ready/, delayed/ or active/
         self._unsettled: list[tuple[Job, Outcome, str]] = []  # outcomes that could not be written yet
-        self._retry_io_at = 0.0  # monotonic time before which failed I/O is not retried
-        self._io_backoff = 0.5
+        self.faults = Faults(log)  # backoff and logging of I/O that keeps failing, per step
+        self.exit_status = 0
+        self._progress_at = 0.0  # monotonic time something last moved (for --burst's give-up)
+        self._next_place_check = 0.0
         self._scan_new = True
         self._new_pending: list[str] = []  # names listed from new/, not yet taken in (reversed)
         self._new_more = False  # the current pass over new/ has more names
@@ -177,6 +189,9 @@ class Supervisor:
         self.spool.ensure()
         self.lock.acquire()
         try:
+            # From here on the spool is this directory, wherever it is moved (check_place).
+            self.pool.spool_identity = self.spool.bind()
+            self.spool.check_place()
             self.pool.prepare()  # the forkserver loads the task modules while we recover
             self.recover(self.clock())
             self.ingest(self.clock())  # what was queued before the start, in priority order
@@ -186,8 +201,10 @@ class Supervisor:
                             self.spool.dir(NEW), self.rescan_interval)
         except BaseException:
             self.lock.release()
+            self.spool.close()
             raise
         self.started = True
+        self._progress_at = time.monotonic()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first asks for a graceful stop, the second for an immediate
@@ -210,7 +227,19 @@ class Supervisor:
         try:
             ready: set[int] | None = None
             while True:
-                self.tick(self.clock(), ready)
+                if self.faults.ready(LOOP, time.monotonic()):
+                    try:
+                        self.tick(self.clock(), ready)
+                    except SpoolGone as exc:
+                        self._lose_place(exc)
+                    except (OSError, SpoolError) as exc:
+                        # A step that did not say how to handle this: never crash or spin on it.
+                        if LOOP not in self.faults.streaks:
+                            log.exception("unexpected I/O error in the loop")
+                        self.faults.failed(LOOP, f"unexpected I/O error: {exc}", time.monotonic())
+                    else:
+                        if self.faults:
+                            self.faults.ok(LOOP, time.monotonic())
                 if self._finished():
                     break
                 ready = self._wait(self._sleep_time(self.clock()))
@@ -220,7 +249,15 @@ class Supervisor:
                     self._scan_new = True
         finally:
             self.close()
-        return 0
+        return self.exit_status
+
+    def _lose_place(self, exc: SpoolGone) -> None:
+        """The spool is no longer at its path: stop taking work (running jobs finish and are
+        recorded in the spool where it now is) and exit with status 3."""
+        if self.exit_status != EXIT_SPOOL:
+            log.error("%s; this worker stops taking jobs and exits (status %d)", exc, EXIT_SPOOL)
+        self.exit_status = EXIT_SPOOL
+        self.stopping = True
 
     def _wait(self, timeout_s: float) -> set[int]:
         """Sleep until a descriptor is readable or ``timeout_s`` passes; the readable ones.
@@ -255,7 +292,8 @@ class Supervisor:
             for job, name in self.pool.kill_running("supervisor stopping"):
                 self._unassign(job, name, "stopped before it finished")
         except (OSError, SpoolError) as exc:
-            log.error("while stopping: %s (what is left in active/ goes back to ready/ at the next start)", exc)
+            log.error("while stopping: %s (what is left in active/ goes back to ready/ at the next start)",
+                      printable(str(exc)))  # fmt: skip
         finally:
             try:
                 self.pool.stop()
@@ -265,7 +303,7 @@ class Supervisor:
     def _release(self) -> None:
         try:
             self.spool.barrier()
-        except OSError as exc:
+        except (OSError, SpoolError) as exc:
             log.error("cannot flush the spool: %s", exc)
         self.spool.close()
         self.lock.release()
@@ -285,6 +323,12 @@ class Supervisor:
         promote due ones, dispatch, and flush the directories touched.  ``ready``: the
         descriptors the last wait found readable (None: look at every child)."""
         mono = time.monotonic()
+        if mono >= self._next_place_check:
+            self._next_place_check = mono + PLACE_CHECK_INTERVAL_S
+            try:
+                self.spool.check_place()
+            except SpoolGone as exc:
+                self._lose_place(exc)
         self.pool.enforce_limits(mono)
         self._collect_and_settle(now, ready)
         if self.stopping:
@@ -297,17 +341,21 @@ class Supervisor:
                 self.dispatch(now)  # what just arrived starts now, not one loop later
             self.pool.flush()
         if mono >= self._next_prune:
-            self.prune_results(now)
             self._next_prune = mono + PRUNE_INTERVAL_S
-        if mono >= self._next_barrier:
+            self.prune_results(now)
+        if mono >= self._next_barrier and self.faults.ready(FLUSH, mono):
             self._next_barrier = mono + BARRIER_INTERVAL_S
             try:
                 self.spool.barrier()
-            except OSError as exc:
-                log.error("cannot flush spool directories: %s", exc)
+            except (OSError, SpoolError) as exc:
+                self.faults.failed(FLUSH, f"cannot flush spool directories: {exc}", mono)
+            else:
+                self.faults.ok(FLUSH, mono)
 
     def _sleep_time(self, now: datetime) -> float:
         mono = time.monotonic()
+        if not self.faults.ready(LOOP, mono):
+            return self.faults.retry_at(LOOP) - mono
         candidates = [max(0.0, self._next_rescan - mono)]
         if self._delayed and not self.stopping:
             candidates.append((self._delayed[0][0] - now).total_seconds())
@@ -318,15 +366,32 @@ class Supervisor:
             candidates.append(self._stop_deadline - mono)
         if self.spool.dirty:
             candidates.append(self._next_barrier - mono)
-        if self._unsettled or self._deferred_links:
-            candidates.append(max(0.05, self._retry_io_at - mono))
-        if not self.stopping and ((self._ready and self.pool.free()) or self._ingest_room() > 0):
+        retry_at = self.faults.next_retry()
+        if retry_at is not None:
+            candidates.append(retry_at - mono)
+        if self._deferred_links:
+            candidates.append(0.1)
+        if self.burst and self.faults:
+            candidates.append(1.0)  # to notice a stall (see _finished)
+        if self.stopping and self.exit_status == EXIT_SPOOL:
+            candidates.append(PLACE_CHECK_INTERVAL_S)
+        if not self.stopping and (
+            (self._ready and self.pool.free() and self.faults.ready(CLAIM, mono)) or self._ingest_room() > 0
+        ):
             candidates.append(0.0)
         return max(0.0, min(candidates))
 
     def _finished(self) -> bool:
         if self.stopping:
             return not self.pool.busy()
+        if self.burst and self.faults and not self.pool.busy():
+            mono = time.monotonic()
+            stalled_since = max(self._progress_at, self.faults.failing_since() or mono)
+            if mono - stalled_since >= BURST_STALL_S:
+                log.error("giving up (--burst): no progress for %.0f s while I/O keeps failing: %s",
+                          mono - stalled_since, self.faults.describe())  # fmt: skip
+                self.exit_status = EXIT_SPOOL
+                return True
         if not self.burst or self.pool.busy() or self._ready or self._unsettled:
             return False
         if self._has_new():
@@ -337,8 +402,10 @@ class Supervisor:
         return True
 
     def _has_new(self) -> bool:
-        with os.scandir(self.spool.dir(NEW)) as it:
-            return any(True for _ in it)
+        try:
+            return bool(self.spool.names(NEW, limit=1))
+        except (OSError, SpoolError):
+            return True  # cannot tell: ingest's own failures say why (and --burst gives up on them)
 
     def _handle_stop(self, mono: float) -> None:
         if self._stop_deadline is None:
@@ -398,14 +465,14 @@ class Supervisor:
     def _outcome_recorded(job: Job, others: list[Job]) -> bool:
         # The same job (same enqueue time) further along: more errors, or finished.
         return any(
-            o.enqueued_at == job.enqueued_at and (len(o.errors) > len(job.errors) or o.finished_at is not None)
+            o.enqueued_at == job.enqueued_at and (o.error_count() > job.error_count() or o.finished_at is not None)
             for o in others
         )
 
     def _unassign(self, job: Job, name: str, why: str) -> None:
         """Put back a job whose child stopped before finishing it, wherever the child left
         it: claimed (``active/``) goes back to ``ready/``, unclaimed is indexed again."""
-        if os.path.lexists(self.spool.file(ACTIVE, f"{job.id}.json")):
+        if self.spool.has(ACTIVE, f"{job.id}.json"):
             self._return_to_ready(job, why)
         else:
             self._requeue(job, name)
@@ -413,7 +480,7 @@ class Supervisor:
     def _requeue(self, job: Job, name: str) -> bool:
         """Index again a job a child was given but did not claim; False if ``ready/<name>``
         is not there any more."""
-        if not os.path.lexists(self.spool.file(READY, name)):
+        if not self.spool.has(READY, name):
             return False
         self._push_ready(name, job)
         return True
@@ -424,9 +491,9 @@ class Supervisor:
             self.spool.move(self.spool.file(ACTIVE, f"{job.id}.json"), READY, name)
         except FileNotFoundError:
             return
-        except OSError as exc:
+        except (OSError, SpoolError) as exc:
             log.error("%s %s: cannot return to ready/ (%s); it stays in active/ until the next start",
-                      job.id, job.task, exc)
+                      job.id, job.task, exc)  # fmt: skip
             return
         self._push_ready(name, job)
         log.info("%s %s: back to ready/ (%s)", job.id, job.task, why)
@@ -439,7 +506,7 @@ class Supervisor:
         costing no memory (0 when nothing is left or I/O is backing off)."""
         if not (self._new_pending or self._new_more) or self.stopping:
             return 0
-        if time.monotonic() < self._retry_io_at and (self._unsettled or self._deferred_links):
+        if not self.faults.ready(INGEST, time.monotonic()):
             return 0
         return max(0, READY_BACKLOG - len(self._ready))
 
@@ -448,8 +515,9 @@ class Supervisor:
         anything wrong → failed with the reason.  One bad file never stops the others.  Due
         jobs are taken in as :meth:`_ingest_room` says; the others all are."""
         self._scan_new = False
-        self._next_rescan = time.monotonic() + self.rescan_interval
-        if time.monotonic() < self._retry_io_at and self._unsettled:
+        mono = time.monotonic()
+        self._next_rescan = mono + self.rescan_interval
+        if not self.faults.ready(INGEST, mono):
             return
         # One pass over new/ is taken in over many ticks, a batch of names at a time, without
         # listing the directory again until the pass is over (see spool.NameCursor).
@@ -457,7 +525,13 @@ class Supervisor:
         if not pending:
             if not self._new_more:
                 self._cold_pass = False  # a new pass: hot until a read says otherwise
-            listed, self._new_more = self._new_cursor.take(INGEST_BATCH)
+            try:
+                listed, self._new_more = self._new_cursor.take(INGEST_BATCH)
+            except (OSError, SpoolError) as exc:
+                self._new_cursor.close()
+                self._new_more = False
+                self.faults.failed(INGEST, f"cannot list new/: {exc}", mono)
+                return
             if self._cold_pass:
                 self._read_ahead(listed)
             pending.extend(reversed(listed))
@@ -467,16 +541,20 @@ class Supervisor:
         # queued before the start is dispatched in priority order.
         end = time.monotonic() + INGEST_SLICE_S if self._ingested else float("inf")
         self._ingested = True
+        took = False
         while pending and room > 0:
             name = pending.pop()
             try:
                 room -= self._ingest_one(self.spool.file(NEW, name), name, now)
             except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
                 pending.append(name)
-                self._io_failed(f"cannot take in new/{name}: {exc}")
+                self.faults.failed(INGEST, f"cannot take in new/{printable(name)}: {exc}", time.monotonic())
                 return
+            took = True
             if time.monotonic() >= end:
                 break
+        if took and self.faults:
+            self.faults.ok(INGEST, time.monotonic())
         if not pending and not self._new_more:
             return
         if self._ingest_room() == 0:
@@ -509,11 +587,11 @@ class Supervisor:
                 job = self.spool.read(path)
             except FileNotFoundError:
                 return 0
-            except JobFormatError as exc2:
-                self._reject(path, f"new/{name}: {exc2}", now)
+            except (JobFormatError, PermissionError) as exc2:
+                self._reject(path, f"new/{name}: {_why(exc2)}", now)
                 return 0
-        except JobFormatError as exc:
-            self._reject(path, f"new/{name}: {exc}", now)
+        except (JobFormatError, PermissionError) as exc:
+            self._reject(path, f"new/{name}: {_why(exc)}", now)
             return 0
         if self._deferred_links:
             self._deferred_links.pop(name, None)
@@ -535,14 +613,15 @@ class Supervisor:
         if twin is not None:  # its producer died between link and unlink: delivered whole
             try:
                 self.spool.remove(twin)
-                st = os.lstat(path)
+                st = self.spool.lstat(path)
             except FileNotFoundError:
                 pass
         if st.st_nlink > 1:
-            first = self._deferred_links.setdefault(name, time.monotonic())
-            if time.monotonic() - first < LINK_GRACE_S:
-                self._retry_io_at = time.monotonic() + 0.1
-                self._scan_new = True  # look again soon: the producer's unlink sends no event here
+            mono = time.monotonic()
+            first = self._deferred_links.setdefault(name, mono)
+            if mono - first < LINK_GRACE_S:
+                # Look again soon: the producer's unlink sends no event here.
+                self._next_rescan = min(self._next_rescan, mono + 0.1)
                 return True
         return False
 
@@ -553,12 +632,14 @@ class Supervisor:
             target = job_name(READY, job)
             self.spool.move(path, READY, target, NEW)
             self._push_ready(target, job)
+            self._progress_at = time.monotonic()
         else:
             assert job.eta is not None
             target = job_name(DELAYED, job, job.eta)
             self.spool.move(path, DELAYED, target)
             heapq.heappush(self._delayed, (job.eta, target))
             self._live.add(job.id)
+            self._progress_at = time.monotonic()
             log.info("%s %s: received into %s", job.id, job.task, target)
             return 0
         if log.isEnabledFor(logging.INFO):
@@ -585,15 +666,29 @@ class Supervisor:
 
     def _fail_unrun(self, path: Any, job: Job, exc_type: str, message: str, now: datetime) -> None:
         """Fail a job that never ran (unknown task, duplicate id, expired): record it in
-        ``failed/`` with the error, then remove ``path``."""
+        ``failed/`` with the error, then remove ``path``.  If that cannot be done now, the
+        job stays where it is (met again later) and the step backs off."""
+        mono = time.monotonic()
+        if not self.faults.ready(TO_FAILED, mono):
+            return
         failed = job.with_error(make_error(exc_type, message, "", attempt=job.retries, at=now))
-        self.spool.write(FAILED, job_name(FAILED, failed, now), failed)
-        self.spool.remove(path)
+        try:
+            self.spool.record(path, FAILED, job_name(FAILED, failed, now), failed)
+        except (OSError, SpoolError) as exc:
+            self.faults.failed(TO_FAILED, f"{job.id} {job.task}: cannot record it as failed ({exc}); it stays "
+                               f"in {os.path.basename(os.path.dirname(path))}/", mono)  # fmt: skip
+            return
+        if self.faults:
+            self.faults.ok(TO_FAILED, mono)
+        self._progress_at = mono
         self.counts["failed"] += 1
         log.error("%s %s: failed: %s: %s", job.id, job.task, exc_type, message)
         self._emit("failed", failed, message)
 
     def _reject(self, path: Any, reason: str, now: datetime) -> None:
+        mono = time.monotonic()
+        if not self.faults.ready(TO_FAILED, mono):
+            return  # the file stays where it is, untouched; met again after the backoff
         try:
             self.spool.reject(path, reason, now)
         except FileNotFoundError:
@@ -601,52 +696,70 @@ class Supervisor:
         except (OSError, SpoolError) as exc:
             # Cannot write the reason (disk full): the file stays where it is, untouched;
             # ingest meets it again later, a start or fsck deals with it elsewhere.
-            self._io_failed(f"cannot move a bad file aside ({exc}): {reason}")
+            self.faults.failed(TO_FAILED, f"cannot move a bad file aside ({exc}): {printable(reason)}", mono)
             return
+        if self.faults:
+            self.faults.ok(TO_FAILED, mono)
+        self._progress_at = mono
         self.counts["rejected"] += 1
-        log.error("rejected %s", reason)
+        log.error("rejected %s", printable(reason))
         self._emit("rejected", None, reason)
 
     # -- delayed → ready ----------------------------------------------------------------
 
     def promote_due(self, now: datetime) -> None:
         """Move every delayed job whose time has come into ``ready/``."""
+        mono = time.monotonic()
+        if not self.faults.ready(PROMOTE, mono):
+            return
+        moved = False
         while self._delayed and self._delayed[0][0] <= now:
             due, name = heapq.heappop(self._delayed)
             path = self.spool.file(DELAYED, name)
             job_id = parse_name(DELAYED, name)[0]
             try:
                 job = self.spool.read(path)
+                target = job_name(READY, job, due)
+                self.spool.move(path, READY, target)
             except FileNotFoundError:
                 self._live.discard(job_id or "")
                 continue  # an operator removed or moved it
-            except JobFormatError as exc:
+            except (JobFormatError, PermissionError) as exc:
                 self._live.discard(job_id or "")
-                self._reject(path, f"delayed/{name}: {exc}", now)
+                self._reject(path, f"delayed/{name}: {_why(exc)}", now)
                 continue
-            target = job_name(READY, job, due)
-            try:
-                self.spool.move(path, READY, target)
-            except OSError as exc:
+            except (OSError, SpoolError) as exc:
                 heapq.heappush(self._delayed, (due, name))
-                self._io_failed(f"cannot move delayed/{name} to ready/: {exc}")
+                self.faults.failed(PROMOTE, f"cannot move delayed/{name} to ready/: {exc}", mono)
                 return
             self._push_ready(target, job)
+            moved = True
+        if moved:
+            self._progress_at = mono
+            if self.faults:
+                self.faults.ok(PROMOTE, mono)
 
     # -- ready → active → pool ----------------------------------------------------------
 
     def dispatch(self, now: datetime) -> None:
         """Claim ready jobs in order (rename into ``active/``) and hand them to children
         with room, one per child per round so idle children are served first."""
+        mono = time.monotonic()
+        if not self.faults.ready(CLAIM, mono):
+            return
         if self._ready_spilled and len(self._ready) < READY_WINDOW // 2:
-            self._refill_ready()
+            try:
+                self._refill_ready()
+            except (OSError, SpoolError) as exc:
+                self.faults.failed(CLAIM, f"cannot list ready/: {exc}", mono)
+                return
         while self._ready:
             slots = self.pool.free()
             if not slots:
                 return
             for slot in slots:
                 job = None
-                while job is None and self._ready:
+                while job is None and self._ready and self.faults.ready(CLAIM, mono):
                     name = heapq.heappop(self._ready)
                     job = self._take(name, now)
                 if job is None:
@@ -722,9 +835,13 @@ class Supervisor:
             except FileNotFoundError:
                 self._live.discard(job_id)
                 return None
-            except (JobFormatError, OSError) as exc:
+            except (JobFormatError, PermissionError) as exc:
                 self._live.discard(job_id)
-                self._reject(path, f"ready/{name}: {exc}", now)
+                self._reject(path, f"ready/{name}: {_why(exc)}", now)
+                return None
+            except OSError as exc:  # the disk failed the read: the job waits, untouched
+                heapq.heappush(self._ready, name)
+                self.faults.failed(CLAIM, f"cannot read ready/{name}: {exc}", time.monotonic())
                 return None
             if job.id != job_id:
                 self._reject(path, f"ready/{name}: its content says id {job.id!r}", now)
@@ -736,8 +853,6 @@ class Supervisor:
                 self._fail_unrun(self.spool.file(READY, name), job, "Expired", f"expired at {job.expires}", now)
             except FileNotFoundError:
                 pass
-            except (OSError, SpoolError) as exc:
-                self._io_failed(f"{job.id} {job.task}: cannot record its expiry ({exc}); it stays in ready/")
             return None
         return job
 
@@ -750,20 +865,27 @@ class Supervisor:
             self._unassign(job, name, "its worker died before it started it")
         if ended:
             self.spool.touched(READY, ACTIVE)  # the children's claims and discards
-        if self._unsettled and time.monotonic() >= self._retry_io_at:
-            ended = self._unsettled + ended
-            self._unsettled = []
-        elif self._unsettled:
-            self._unsettled.extend(ended)
-            return
+        mono = time.monotonic()
+        if self._unsettled:
+            if not self.faults.ready(SETTLE, mono):
+                # Answers that need no write (a success the child removed) are still told now.
+                self._unsettled.extend(e for e in ended if not _needs_no_write(e[1]))
+                ended = [e for e in ended if _needs_no_write(e[1])]
+            else:
+                ended, self._unsettled = self._unsettled + ended, []
+        failed = False
         for job, outcome, name in ended:
             try:
                 self._settle_answer(job, outcome, name, now)
             except (OSError, SpoolError) as exc:  # SpoolError: a write failed (disk full)
                 self._unsettled.append((job, outcome, name))
-                self._io_failed(f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in active/")
-        if not self._unsettled:
-            self._io_backoff = 0.5
+                self.faults.failed(SETTLE, f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in "
+                                   "active/", mono)  # fmt: skip
+                failed = True
+        if ended and not failed:
+            self._progress_at = mono
+            if self.faults:
+                self.faults.ok(SETTLE, mono)
 
     def _settle_answer(self, job: Job, outcome: Outcome, name: str, now: datetime) -> None:
         """Act on one child's answer (or death) about the job it was given as ``ready/<name>``."""
@@ -774,47 +896,68 @@ class Supervisor:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s %s: succeeded in %.3f s", job.id, job.task, outcome.duration_s)
             self._emit("succeeded", job, "")
-        elif kind == GONE:
-            self._live.discard(job.id)
-            log.warning("%s %s: not run: %s", job.id, job.task, outcome.message)
+        elif kind in (GONE, UNCLAIMED):
+            # Not run.  Gone means ready/<name> was not there; if it is, the claim failed
+            # for another reason: the job waits, indexed again, while claims back off.
+            if self._requeue(job, name):
+                self.faults.failed(CLAIM, f"{job.id} {job.task}: {outcome.message}", time.monotonic())
+            else:
+                self._live.discard(job.id)
+                log.warning("%s %s: not run: %s", job.id, job.task, outcome.message)
         elif kind == CLASH:  # the same id got into ready/ while running: a duplicate
             self._fail_unrun(self.spool.file(READY, name), job, "DuplicateJob", outcome.message, now)
-        elif kind == UNCLAIMED:
-            self._requeue(job, name)
-            self._io_failed(f"{job.id} {job.task}: {outcome.message}")
-        elif kind == DIED and not os.path.lexists(self.spool.file(ACTIVE, f"{job.id}.json")):
+        elif kind == DIED and not self.spool.has(ACTIVE, f"{job.id}.json"):
             # Not claimed yet (still in ready/), or claimed, run and discarded just before
             # the child died: nothing was left half done.
             if not self._requeue(job, name):
                 self._live.discard(job.id)
                 log.info("%s %s: finished, then its worker died (%s)", job.id, job.task, outcome.message)
         else:
+            if self.faults:
+                self.faults.ok(CLAIM, time.monotonic())  # the child claimed it: claims work
             self.settle(job, outcome, now)
 
     def settle(self, job: Job, outcome: Outcome, now: datetime) -> None:
         """Record what a run produced and move the job to its next state."""
         decision = decide(job, outcome, self._task(job.task), now, self.rnd)
-        self._settle_decision(job, decision.action, decision.job, decision.due, now, decision.reason)
+        action, record = decision.action, decision.job
+        reason = decision.reason
+        if action != DELETE:
+            size = len(record.to_json())
+            if size > self.spool.record_limit:
+                # Only a kept result or a retry's new arguments can grow a job this much (the
+                # error history is bounded): fail it with its original arguments instead.
+                what = "its result" if action == KEEP else "the arguments of its retry"
+                message = (f"{what} would make the job file {size} bytes, over the limit of "
+                           f"{self.spool.record_limit} bytes (max_job_size {self.spool.max_job_size})")  # fmt: skip
+                action, record = FAIL, job.with_error(make_error("JobTooLarge", message, "", attempt=job.retries,
+                                                                 at=now))  # fmt: skip
+                reason = f"JobTooLarge: {message}"
+        self._settle_decision(job, action, record, decision.due, now, reason)
 
     def _settle_decision(self, job: Job, action: str, record: Job, due: datetime | None, now: datetime,
-                         reason: str) -> None:
+                         reason: str) -> None:  # fmt: skip
         active = self.spool.file(ACTIVE, f"{job.id}.json")
         if action == DELETE:
-            self.spool.discard(active)
+            try:
+                self.spool.discard(active)
+            except FileNotFoundError:
+                log.warning("%s %s: was no longer in active/ when it ended (removed by hand?)", job.id, job.task)
         elif action == KEEP:
             self.spool.write(DONE, f"{job.id}.json", record, replace=True)
-            self.spool.remove(active)
+            try:
+                self.spool.remove(active)
+            except FileNotFoundError:
+                pass
         elif action == DELAY:
             assert due is not None
             if due <= now:
                 name = job_name(READY, record, due)
-                self.spool.write(READY, name, record)
-                self.spool.remove(active)
+                self.spool.record(active, READY, name, record)
                 self._push_ready(name, record)
             else:
                 name = job_name(DELAYED, record, due)
-                self.spool.write(DELAYED, name, record)
-                self.spool.remove(active)
+                self.spool.record(active, DELAYED, name, record)
                 heapq.heappush(self._delayed, (due, name))
             self.counts["retried"] += 1
             log.warning("%s %s: %s", job.id, job.task, reason)
@@ -822,8 +965,7 @@ class Supervisor:
             return
         else:
             assert action == FAIL
-            self.spool.write(FAILED, job_name(FAILED, record, now), record)
-            self.spool.remove(active)
+            self.spool.record(active, FAILED, job_name(FAILED, record, now), record)
             self._live.discard(job.id)
             self.counts["failed"] += 1
             log.error("%s %s: failed: %s", job.id, job.task, reason)
@@ -834,29 +976,23 @@ class Supervisor:
         log.info("%s %s: %s", job.id, job.task, reason)
         self._emit("succeeded", record, reason)
 
-    def _io_failed(self, message: str) -> None:
-        mono = time.monotonic()
-        if mono < self._retry_io_at:  # already backing off in this round: do not double again
-            log.error("%s", message)
-            return
-        log.error("%s; retrying in %.1fs", message, self._io_backoff)
-        self._retry_io_at = mono + self._io_backoff
-        self._io_backoff = min(MAX_BACKOFF_S, self._io_backoff * 2)
-
     # -- results ------------------------------------------------------------------------
 
     def prune_results(self, now: datetime) -> None:
         """Remove kept results whose time is up."""
-        for e in self.spool.scan(DONE):
-            try:
-                job = self.spool.read(e.path)
-            except (JobFormatError, OSError):
-                continue
-            if job.result_expires is not None and job.result_expires <= now:
+        try:
+            for e in self.spool.scan(DONE):
                 try:
-                    self.spool.remove(e.path)
-                except OSError:
+                    job = self.spool.read(e.path)
+                except (JobFormatError, OSError):
                     continue
+                if job.result_expires is not None and job.result_expires <= now:
+                    try:
+                        self.spool.remove(e.path)
+                    except OSError:
+                        continue
+        except (OSError, SpoolError) as exc:
+            log.error("cannot list done/ to remove expired results (tried again in %.0f s): %s", PRUNE_INTERVAL_S, exc)
 
     def _emit(self, event: str, job: Job | None, detail: str) -> None:
         if self.on_event is not None:
@@ -865,6 +1001,18 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - a display hook must not stop the queue
                 log.exception("event hook failed")
 
+
+
+def _needs_no_write(outcome: Outcome) -> bool:
+    """Whether settling this answer writes nothing (a success its child removed already)."""
+    return outcome.kind == SUCCESS and outcome.discarded
+
+
+def _why(exc: BaseException) -> str:
+    """The reason a file cannot be taken, for its ``.reason`` file."""
+    if isinstance(exc, PermissionError):
+        return f"cannot read it: {exc.strerror} (moved aside unread)"
+    return str(exc)
 
 
 def run_worker(*args: Any, **kwargs: Any) -> int:

@@ -110,7 +110,7 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
     )
     try:
         sup.start()
-    except SpoolqError as exc:
+    except (SpoolqError, OSError) as exc:
         click.echo(f"Error: {exc}", err=True)
         return 3
     sup.install_signal_handlers()
