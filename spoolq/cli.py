@@ -28,7 +28,7 @@ from .errors import (
     TaskFailed,
 )
 from .job import Job, parse_ts, validate_id
-from .spool import ACTIVE, BAD_SUFFIX, FAILED, LIVE_STATES, NEW, REASON_SUFFIX, STATES, Entry, Spool
+from .spool import ACTIVE, BAD_SUFFIX, FAILED, LIVE_STATES, NEW, REASON_SUFFIX, STATES, Entry, Spool, printable
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SPOOL, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 ERROR_WIDTH = 60
@@ -228,6 +228,7 @@ _STATE_COLOURS = {"new": "cyan", "ready": "blue", "active": "yellow", "delayed":
 
 
 def _table(headers: list[str], rows: list[list[str]], colour_col: int | None = None) -> None:
+    rows = [[printable(str(c)) for c in row] for row in rows]  # a file name may be any bytes
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     click.echo(click.style("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), bold=True))
     for row in rows:
@@ -238,7 +239,12 @@ def _table(headers: list[str], rows: list[list[str]], colour_col: int | None = N
 
 
 def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: JSON's own escapes carry it
+        text = json.dumps(value, indent=2, ensure_ascii=True, default=str)
+    click.echo(text)
 
 
 @main.command()

@@ -93,9 +93,11 @@ class Faults:
         streak = self.streaks.get(step)
         return streak.retry_at if streak is not None else 0.0
 
-    def next_retry(self) -> float | None:
-        """The earliest time a backing-off step may try again (monotonic), or None."""
-        return min((s.retry_at for s in self.streaks.values()), default=None)
+    def next_retry(self, now: float) -> float | None:
+        """The earliest time after ``now`` that a backing-off step may try again (monotonic),
+        or None.  A step whose wait is over but that has not tried yet is not counted: the
+        loop would otherwise wake for it at once, again and again."""
+        return min((s.retry_at for s in self.streaks.values() if s.retry_at > now), default=None)
 
     def failing_since(self) -> float | None:
         """When the oldest streak still going on began (monotonic), or None."""

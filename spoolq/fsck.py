@@ -54,6 +54,7 @@ from .spool import (
     file_kind,
     job_name,
     parse_name,
+    printable,
 )
 
 log = logging.getLogger("spoolq.fsck")
@@ -80,7 +81,7 @@ class Finding:
     def line(self) -> str:
         """One line for a terminal."""
         tail = f"  -> {self.action}" if self.action else ""
-        return f"{self.kind:<16} {self.path}: {self.detail}{tail}"
+        return printable(f"{self.kind:<16} {self.path}: {self.detail}{tail}")
 
 
 @dataclass

@@ -272,6 +272,12 @@ class Spool:
             if moved:
                 self._reopen(state)
 
+    def identity_of(self, state: str) -> tuple[int, int] | None:
+        """The ``(st_dev, st_ino)`` of a state directory held open by a bound spool (None if
+        not open yet): it changes when the directory was removed and created again."""
+        entry = self._fds.get(state)
+        return entry[1] if entry is not None else None
+
     def _fd(self, state: str) -> int:
         """The held descriptor of a state directory of a bound spool (opened on first use)."""
         entry = self._fds.get(state)

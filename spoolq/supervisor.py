@@ -80,8 +80,10 @@ INGEST, SETTLE, CLAIM, PROMOTE, TO_FAILED, FLUSH, LOOP = (
     "taking jobs in from new/", "recording outcomes", "claiming jobs from ready/", "promoting due delayed/ jobs",
     "writing to failed/", "flushing directories", "the supervisor loop",
 )  # fmt: skip
-# How often the supervisor checks that its spool is still at its path (see Spool.check_place).
+# How often the supervisor checks that its spool is still at its path (see Spool.check_place):
+# at most this often while it works, and it wakes for it this often while idle.
 PLACE_CHECK_INTERVAL_S = 0.2
+PLACE_CHECK_IDLE_S = 1.0
 # With --burst, give up (exit 3) after this long without progress while I/O keeps failing.
 BURST_STALL_S = 10.0
 EXIT_SPOOL = 3  # the CLI's status for a spool that is missing, unusable or gone
@@ -157,6 +159,7 @@ class Supervisor:
         self.exit_status = 0
         self._progress_at = 0.0  # monotonic time something last moved (for --burst's give-up)
         self._next_place_check = 0.0
+        self._new_identity: tuple[int, int] | None = None  # of the new/ directory watched
         self._scan_new = True
         self._new_pending: list[str] = []  # names listed from new/, not yet taken in (reversed)
         self._new_more = False  # the current pass over new/ has more names
@@ -251,6 +254,16 @@ class Supervisor:
             self.close()
         return self.exit_status
 
+    def _follow_new_dir(self) -> None:
+        """Watch ``new/`` again if it was removed and created anew (its events stopped)."""
+        identity = self.spool.identity_of(NEW)
+        if identity != self._new_identity:
+            if self._new_identity is not None:
+                self.watcher.stop()
+                self.watcher.start()
+                self._scan_new = True
+            self._new_identity = identity
+
     def _lose_place(self, exc: SpoolGone) -> None:
         """The spool is no longer at its path: stop taking work (running jobs finish and are
         recorded in the spool where it now is) and exit with status 3."""
@@ -329,6 +342,8 @@ class Supervisor:
                 self.spool.check_place()
             except SpoolGone as exc:
                 self._lose_place(exc)
+            else:
+                self._follow_new_dir()
         self.pool.enforce_limits(mono)
         self._collect_and_settle(now, ready)
         if self.stopping:
@@ -356,7 +371,7 @@ class Supervisor:
         mono = time.monotonic()
         if not self.faults.ready(LOOP, mono):
             return self.faults.retry_at(LOOP) - mono
-        candidates = [max(0.0, self._next_rescan - mono)]
+        candidates = [max(0.0, self._next_rescan - mono), self._next_place_check + PLACE_CHECK_IDLE_S - mono]
         if self._delayed and not self.stopping:
             candidates.append((self._delayed[0][0] - now).total_seconds())
         deadline = self.pool.next_deadline()
@@ -365,16 +380,12 @@ class Supervisor:
         if self._stop_deadline is not None:
             candidates.append(self._stop_deadline - mono)
         if self.spool.dirty:
-            candidates.append(self._next_barrier - mono)
-        retry_at = self.faults.next_retry()
+            candidates.append(max(self._next_barrier, self.faults.retry_at(FLUSH)) - mono)
+        retry_at = self.faults.next_retry(mono)
         if retry_at is not None:
             candidates.append(retry_at - mono)
-        if self._deferred_links:
-            candidates.append(0.1)
         if self.burst and self.faults:
             candidates.append(1.0)  # to notice a stall (see _finished)
-        if self.stopping and self.exit_status == EXIT_SPOOL:
-            candidates.append(PLACE_CHECK_INTERVAL_S)
         if not self.stopping and (
             (self._ready and self.pool.free() and self.faults.ready(CLAIM, mono)) or self._ingest_room() > 0
         ):
@@ -884,7 +895,7 @@ class Supervisor:
                 failed = True
         if ended and not failed:
             self._progress_at = mono
-            if self.faults:
+            if self.faults and not self._unsettled:
                 self.faults.ok(SETTLE, mono)
 
     def _settle_answer(self, job: Job, outcome: Outcome, name: str, now: datetime) -> None:

@@ -19,7 +19,7 @@ from .config import Config
 from .errors import SpoolqError
 from .job import Job
 from .registry import Registry, discover
-from .spool import DELAYED, NEW, READY, Spool
+from .spool import DELAYED, NEW, READY, Spool, printable
 from .supervisor import Supervisor
 
 log = logging.getLogger("spoolq.worker")
@@ -58,6 +58,16 @@ def banner(config: Config, registry: Registry, concurrency: int, burst: bool) ->
     return "\n".join(lines)
 
 
+class PrintableFormatter(logging.Formatter):
+    """One log line per event, whatever a job file holds: a task name or a file name with a
+    newline, a terminal escape or bytes that are not UTF-8 is written escaped
+    (:func:`~spoolq.spool.printable`), so no input can forge a log line or move a cursor."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def _limit(value: float | None) -> str:
     return "none" if value is None else f"{value:g} s"
 
@@ -72,11 +82,9 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
     Returns:
         The exit status: 0 after a clean stop, 3 if the spool is held or unusable.
     """
-    logging.basicConfig(
-        level=getattr(logging, config.loglevel),
-        format="[%(asctime)s %(levelname)s] %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("[%(asctime)s %(levelname)s] %(message)s"))
+    logging.basicConfig(level=getattr(logging, config.loglevel), handlers=[handler])
     concurrency = config.concurrency or os.cpu_count() or 1
     spool = Spool(config.spool, fsync=config.fsync, max_job_size=config.max_job_size,
                   dir_mode=config.dir_mode, file_mode=config.file_mode)

@@ -121,3 +121,33 @@ def _wait(predicate, what: str, timeout: float = 30) -> None:  # noqa: ANN001
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def test_enqueue_with_no_inodes_left_raises_spool_error_and_leaves_nothing(tmp_path: Path) -> None:
+    # Given a spool on a filesystem whose inodes are all used (a tmpfs with a few of them)
+    mnt = tmp_path / "inodes"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=32,mode=0700", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}")
+    try:
+        app = spoolq.App(mnt / "spool")
+        app.send_task("torture.record", args=["x", "first"], task_id="first")
+        n = 0
+        while True:
+            try:
+                (mnt / f"ballast-{n}").touch()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                break
+            n += 1
+        # When a job is enqueued, then it fails with the documented error, naming the cause
+        with pytest.raises(SpoolError, match="No space left on device"):
+            app.send_task("torture.record", args=["x", "second"], task_id="second")
+        # and nothing of it is left behind
+        assert os.listdir(app.spool.dir(NEW)) == ["first.json"]
+        assert os.listdir(app.spool.dir(TMP)) == []
+        app.spool.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)

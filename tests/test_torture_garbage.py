@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -139,6 +140,10 @@ json_values = st.recursive(
 )
 names = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1,
                 max_size=40).filter(lambda n: n not in (".", "..") and len(n.encode()) < 200)  # fmt: skip
+# Any byte string can be a file name; Python carries the bytes that are not UTF-8 as surrogates.
+byte_names = st.binary(min_size=1, max_size=60).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
+).map(os.fsdecode)
 
 
 def _base(job_id: str) -> dict:
@@ -149,7 +154,7 @@ def _base(job_id: str) -> dict:
 def garbage(draw: st.DrawFn) -> tuple[str, str, object]:
     """(kind, file name, content): content is bytes, or a marker for special files."""
     kind = draw(st.sampled_from(["bytes", "json", "wrong-type", "missing-field", "unknown-task", "bomb", "huge",
-                                 "symlink", "directory", "fifo", "odd-name"]))  # fmt: skip
+                                 "symlink", "directory", "fifo", "odd-name", "byte-name"]))  # fmt: skip
     job_id = "g" + draw(st.text("abcdef0123456789", min_size=8, max_size=8))
     name = f"{job_id}.json"
     if kind == "bytes":
@@ -175,6 +180,8 @@ def garbage(draw: st.DrawFn) -> tuple[str, str, object]:
         return kind, name, b'{"v": 1, "pad": "' + b"x" * draw(st.integers(MAX_JOB_SIZE, 4 * MAX_JOB_SIZE)) + b'"}'
     if kind == "odd-name":
         return kind, draw(names), draw(st.binary(max_size=50))
+    if kind == "byte-name":
+        return kind, draw(byte_names), draw(st.binary(max_size=50) | st.just(json.dumps(_base(job_id)).encode()))
     return kind, name, kind  # symlink, directory, fifo
 
 
@@ -220,7 +227,7 @@ def test_garbage_in_new_ends_in_failed_and_the_loop_goes_on(rig: Rig, item, targ
         if kind == "unknown-task":
             assert record["errors"][-1]["type"] == "TaskNotFound"
     else:
-        assert kind in ("json", "wrong-type", "missing-field"), (kind, name)  # a valid job, run and gone
+        assert kind in ("json", "wrong-type", "missing-field", "byte-name"), (kind, name)  # a valid job, ran
     assert kind not in ("symlink", "directory", "fifo", "bomb", "huge", "bytes") or bad, (kind, added)
     # and the loop still takes good work
     if rig.stats.tried % 25 == 0:
@@ -283,3 +290,47 @@ def test_a_real_burst_worker_over_a_batch_of_garbage(tmp_path: Path) -> None:
     assert len([n for n in failed if n.endswith(BAD_SUFFIX)]) == len(garbage_files) + 5 - 1  # unknown: a job
     assert any(n.endswith("-unknown.json") for n in failed)
     outside.check()
+
+
+def test_a_name_that_is_not_utf8_is_quarantined_and_the_loop_goes_on(tmp_path: Path) -> None:
+    # Given garbage in new/ under names that are not UTF-8 (one with a terminal escape and a
+    # newline too), and a good job behind them
+    spool_dir, run_log = tmp_path / "spool", tmp_path / "ran"
+    app = spoolq.App(spool_dir)
+    app.spool.ensure()
+    new = os.fsencode(app.spool.dir(NEW))
+    for raw in (b"\xff.json", b"a\x1b[2Jb\nc\xfe.json", b"\xc3(.json"):
+        with open(new + b"/" + raw, "wb") as f:
+            f.write(b"junk")
+    app.send_task("torture.record", args=[str(run_log), "good"], task_id="good")
+    env = child_env(PYTHONIOENCODING="utf-8:strict")  # what a UTF-8 locale gives a terminal
+    # When listing and checking it from the command line, output is printable and nothing crashes
+    for args in (["ls", "new"], ["ls", "new", "--json"], ["fsck"], ["fsck", "--json"]):
+        out = subprocess.run([sys.executable, "-m", "spoolq", "--spool", str(spool_dir), *args], env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "Traceback" not in out.stderr, (args, out.stderr[-2000:])
+        assert out.returncode in (0, 1), (args, out.returncode, out.stderr[-2000:])
+        assert "\x1b" not in out.stdout, args  # no raw escape reaches the terminal
+    # and when a burst worker runs, it exits 0, the good job ran, and each bad file is in
+    # failed/ with a readable reason (run twice: the first run must not poison the next)
+    for _ in range(2):
+        done = subprocess.run(worker_argv(spool_dir, "--burst"), env=env, cwd=TESTS_DIR, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert "\x1b" not in done.stderr
+    assert read_lines(run_log) == ["good"]
+    assert os.listdir(app.spool.dir(NEW)) == []
+    failed = os.listdir(app.spool.dir(FAILED))
+    reasons = [(app.spool.dir(FAILED) / n).read_text(encoding="utf-8") for n in failed if n.endswith(REASON_SUFFIX)]
+    assert len(reasons) == 3 and all("not valid JSON" in r for r in reasons), reasons
+    assert any("\\xff" in r for r in reasons) and not any("\x1b" in r for r in reasons)
+    assert all(n.isprintable() for n in failed), failed
+    # and fsck finds the spool clean; its repair path, given another such file, works too
+    with open(new + b"/\xfa\xfb.json", "wb") as f:
+        f.write(b"{}")
+    fixed = subprocess.run([sys.executable, "-m", "spoolq", "--spool", str(spool_dir), "fsck", "--repair"], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "\\xfa\\xfb" in fixed.stdout and os.listdir(app.spool.dir(NEW)) == []
+    app.spool.close()

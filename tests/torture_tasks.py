@@ -114,6 +114,13 @@ def keep(log_path: str, job_id: str, seconds: float = 0.0) -> str:
     return job_id * 20
 
 
+@spoolq.task(name="torture.fail", max_retries=0)
+def fail(log_path: str, job_id: str) -> None:
+    """Record the id, then fail for good (a write into failed/ at settle)."""
+    append_line(log_path, job_id)
+    raise ValueError(f"failing on purpose: {job_id}")
+
+
 # -- the producer -------------------------------------------------------------------------
 
 

@@ -120,3 +120,19 @@ def stamp_start(path: str, token: str, enqueued: float) -> None:
 @spoolq.task(name="wt.noop")
 def noop() -> None:
     """Do nothing (throughput bench)."""
+
+
+@spoolq.task(name="wt.loud", bind=True, max_retries=12)
+def fail_loudly(self, path: str, token: str, pad: str) -> None:
+    """Note the attempt, then retry at once with a long message and a deep traceback."""
+    note(path, f"{token} {self.request.retries}")
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        raise ConnectionError("upstream said: " + "no " * 5000)
+
+    try:
+        deep(60)
+    except ConnectionError as e:
+        self.retry(exc=e, countdown=0.01)
