@@ -194,7 +194,13 @@ def _read_file(path: Path) -> dict[str, str]:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot read config file: {first_line}", source=str(path)) from None
     if not parser.has_section(SECTION):
-        return {}
+        sections = [*(["DEFAULT"] if parser.defaults() else []), *parser.sections()]
+        if not sections:
+            return {}  # an empty file sets nothing, and says nothing it could mean instead
+        # Sections, but not ours: a misspelt [spool] or someone else's file, whose keys the
+        # user meant for spoolq.  Ignoring them would run on defaults without a word.
+        found = ", ".join(f"[{name}]" for name in sections)
+        raise ConfigError(f"no [{SECTION}] section in the config file (found {found})", source=str(path))
     out = {}
     for name, raw in parser.items(SECTION):
         if name not in KEYS:

@@ -46,6 +46,7 @@ from .errors import HardLinked, JobFormatError, JobNotFound, SpoolError
 from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
+from .replay import drop_replayed_copy
 from .retry import CLASH, DELAY, DELETE, DIED, FAIL, GONE, KEEP, SUCCESS, UNCLAIMED, Outcome, decide
 from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Readahead, Spool, job_name, parse_name
 from .task import Task
@@ -517,6 +518,7 @@ class Supervisor:
             return 0
         if self._deferred_links:
             self._deferred_links.pop(name, None)
+        drop_replayed_copy(self.spool, job)  # sent back by `spoolq retry`: no stale copy to replay again
         task = self._task(job.task)
         if task is None:
             self._fail_unrun(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)

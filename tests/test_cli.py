@@ -48,7 +48,7 @@ def failed_job(spool: Spool, job_id: str, task: str = "t") -> Path:
 # -- send -----------------------------------------------------------------------------------------
 
 
-def test_send_prints_the_id_and_writes_the_job(cli, spool_dir: Path) -> None:
+def test_send_prints_the_id_and_writes_the_job(cli, spool: Spool, spool_dir: Path) -> None:
     result = cli("send", "NAME.echofunction", '["Hello World"]', "--kwargs", '{"loud": true}', "--id", "j1",
                  "--priority", "7", "--eta", "2030-01-01T00:00:00+02:00")  # fmt: skip
     assert result.exit_code == 0 and result.stdout == "j1\n"
@@ -57,7 +57,7 @@ def test_send_prints_the_id_and_writes_the_job(cli, spool_dir: Path) -> None:
     assert job.eta == datetime(2029, 12, 31, 22, tzinfo=timezone.utc)
 
 
-def test_send_without_args_and_with_countdown(cli, spool_dir: Path) -> None:
+def test_send_without_args_and_with_countdown(cli, spool: Spool, spool_dir: Path) -> None:
     result = cli("send", "t", "--countdown", "60")
     job_id = result.stdout.strip()
     job = Job.from_json((spool_dir / NEW / f"{job_id}.json").read_bytes())
@@ -76,18 +76,17 @@ def test_send_without_args_and_with_countdown(cli, spool_dir: Path) -> None:
         (["t", "--id", "x" * 129], EXIT_USAGE, "longer than 128"),
         (["t", "--id", "a\tb"], EXIT_USAGE, "control character"),
         (["t", "--eta", "tomorrow"], EXIT_USAGE, "--eta is not a time"),
-        (["t", "--eta", "2030-01-01T00:00:00"], EXIT_USAGE, "no time zone"),
         (["t", "--countdown", "inf"], EXIT_USAGE, "countdown"),
         (["t", '["' + "x" * (1024 * 1024) + '"]'], EXIT_USAGE, "over the limit of 1048576 bytes"),
     ],
 )
-def test_send_refuses_bad_input_in_one_line_and_writes_nothing(cli, spool_dir: Path, args: list[str], code: int,
-                                                               fragment: str) -> None:  # fmt: skip
+def test_send_refuses_bad_input_in_one_line_and_writes_nothing(cli, spool: Spool, spool_dir: Path, args: list[str],
+                                                               code: int, fragment: str) -> None:  # fmt: skip
     assert_one_line_error(cli("send", *args), code, fragment)
     assert files_in(spool_dir / NEW) == []
 
 
-def test_send_refuses_a_duplicate_id(cli, spool_dir: Path) -> None:
+def test_send_refuses_a_duplicate_id(cli, spool: Spool, spool_dir: Path) -> None:
     assert cli("send", "t", "[1]", "--id", "dup").exit_code == 0
     assert_one_line_error(cli("send", "t", "[2]", "--id", "dup"), EXIT_USAGE, "'dup' is already queued")
     assert json.loads((spool_dir / NEW / "dup.json").read_bytes())["args"] == [1]
@@ -238,6 +237,8 @@ def test_result_prints_success_fails_on_failure_and_times_out(cli, spool_dir: Pa
 
 def test_spool_option_beats_env_beats_ini_file(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "spoolq.ini").write_text("[spoolq]\nspool = from_file\n")
+    for name in ("from_file", "from_env", "from_opt"):
+        Spool(tmp_path / name)
     assert cli("send", "t", "--id", "a", spool=False).exit_code == 0
     monkeypatch.setenv("SPOOLQ_SPOOL", str(tmp_path / "from_env"))
     assert cli("send", "t", "--id", "b", spool=False).exit_code == 0
@@ -279,6 +280,7 @@ def test_group_help_documents_exit_codes(cli) -> None:
 @pytest.mark.slow
 def test_python_m_spoolq_round_trip(tmp_path: Path) -> None:
     spool = str(tmp_path / "spool")
+    assert run_spoolq("--spool", spool, "init", cwd=tmp_path).stdout == f"created spool at {spool}\n"
     sent = run_spoolq("--spool", spool, "send", "NAME.echofunction", '["Hello World"]', cwd=tmp_path)
     assert sent.returncode == 0 and sent.stderr == ""
     job_id = sent.stdout.strip()
@@ -293,6 +295,7 @@ def test_python_m_spoolq_round_trip(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_no_colour_when_not_a_terminal(tmp_path: Path) -> None:
     spool = str(tmp_path / "spool")
+    run_spoolq("--spool", spool, "init", cwd=tmp_path)
     run_spoolq("--spool", spool, "send", "t", cwd=tmp_path)
     out = run_spoolq("--spool", spool, "status", cwd=tmp_path).stdout
     assert "\x1b[" not in out and "new" in out
@@ -302,6 +305,8 @@ def test_spool_and_config_may_follow_the_command_name(tmp_path: Path, monkeypatc
     # Given a config file naming a spool, and no SPOOLQ_* variables
     monkeypatch.chdir(tmp_path)
     (tmp_path / "other.ini").write_text("[spoolq]\nspool = from-file\n")
+    for name in ("after", "before", "from-file"):
+        Spool(tmp_path / name)
     runner = CliRunner()
     # When --spool and --config come after the command (celery's habit) or before it
     after = runner.invoke(main, ["send", "t", "--spool", str(tmp_path / "after")])
