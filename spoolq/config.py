@@ -147,8 +147,9 @@ def load_config(
         options: values from the command line or the caller, already typed; None values
             are ignored (the option was not given).
     Raises:
-        ConfigError: a missing or unreadable file, an unknown key, or a bad value; the
-            message names the key and where it was found.
+        ConfigError: a missing or unreadable file, a file with sections but no
+            ``[spoolq]``, an unknown key, or a bad value; the message names the key and
+            where it was found.
     """
     env = os.environ if env is None else env
     values = {name: key.default for name, key in KEYS.items()}
