@@ -31,7 +31,7 @@ from .errors import (
 )
 from .job import as_utc, format_ts, validate_id
 from .registry import load_for_command
-from .replay import CLEANED, CONFLICT, GONE, replay
+from .replay import CLEANED, CONFLICT, GONE, live_ids, replay
 from .spool import (
     ACTIVE,
     BAD_SUFFIX,
@@ -620,9 +620,10 @@ def retry(opts: Options, job_ids: tuple[str, ...], retry_all: bool, task_name: s
     else:
         entries = [_failed_entry(spool, j) for j in job_ids]
     sent = conflicts = 0
+    live = live_ids(spool)  # listed before any failed copy is read: see replay()
     for entry in entries:
         try:
-            done = replay(spool, entry)
+            done = replay(spool, entry, live)
         except JobFormatError as exc:
             conflicts += 1
             click.echo(f"{_printable(entry.name)}: not retried: not a valid job: {exc}", err=True)

@@ -50,22 +50,25 @@ class Replayed:
     live_state: str | None = None  # where the live job of this id is (CLEANED, CONFLICT)
 
 
-def replay(spool: Spool, entry: Entry) -> Replayed:
+def replay(spool: Spool, entry: Entry, live: dict[str, str] | None = None) -> Replayed:
     """Send the failed job of ``entry`` back to ``new/``, or finish an earlier replay of it.
 
     The live states are looked at *before* the failed copy is read: the supervisor removes
     the copy before it moves a replay out of ``new/``, so a copy that still exists after a
-    look that found nothing cannot have a replay past ``new/`` the look could have missed.
+    look that found nothing cannot have a replay past ``new/`` that the look missed.
 
+    Parameters:
+        live: the ids of :func:`live_ids`, listed before this call, for many replays at the
+            cost of one listing; updated with the job sent.  None: look for this id alone.
     Raises:
         JobFormatError: the failed copy is not a valid job.
         SpoolError: the spool cannot be written.
     """
     assert entry.job_id is not None and entry.state == FAILED
     job_id = entry.job_id
-    live = _live_copy(spool, job_id)
-    if live is not None:
-        state, job = live
+    found = _live_copy(spool, job_id) if live is None or job_id in live else None
+    if found is not None:
+        state, job = found
         if job is not None and job.extra.get(REPLAY_OF) == entry.name:
             _remove(spool, entry)
             return Replayed(CLEANED, job_id, state)
@@ -79,8 +82,22 @@ def replay(spool: Spool, entry: Entry) -> Replayed:
         spool.publish(dataclasses.replace(reset, extra={**reset.extra, REPLAY_OF: entry.name}))
     except DuplicateJob as exc:  # a producer (or another retry) was quicker
         return Replayed(CONFLICT, job_id, exc.where)
+    if live is not None:
+        live[job_id] = NEW
     _remove(spool, entry)
     return Replayed(SENT, job_id)
+
+
+def live_ids(spool: Spool) -> dict[str, str]:
+    """Every id in a live state, with its state: one listing per state, in the order jobs
+    move, for :func:`replay` of many failed jobs."""
+    ids: dict[str, str] = {}
+    for state in _LIVE_IN_ORDER:
+        for name in spool.names(state):
+            job_id, _ = parse_name(state, name)
+            if job_id is not None:
+                ids.setdefault(job_id, state)
+    return ids
 
 
 def _live_copy(spool: Spool, job_id: str) -> tuple[str, Job | None] | None:

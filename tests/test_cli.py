@@ -20,13 +20,14 @@ from spoolq.job import Job, make_error
 from spoolq.spool import ACTIVE, DONE, FAILED, NEW, Spool
 
 T0 = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
-COMMANDS = ["send", "status", "ls", "show", "delete", "purge", "tasks", "result", "retry", "worker"]
+COMMANDS = ["init", "send", "status", "ls", "show", "delete", "purge", "tasks", "result", "retry", "worker"]
 
 
 @pytest.fixture
 def cli(spool_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Run the CLI in-process on the test's spool (cwd = tmp_path, so no stray spoolq.ini)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # `tasks` puts the cwd on it, as the worker does
 
     def run(*args: str, input: str | None = None, spool: bool = True) -> Result:
         return CliRunner().invoke(main, [*(["--spool", str(spool_dir)] if spool else []), *args], input=input)
@@ -357,8 +358,7 @@ def test_tasks_and_worker_find_a_module_in_the_current_directory_alike(tmp_path:
     assert (tmp_path / "ran").read_text() == "ran\n"
 
 
-def test_tasks_in_process_searches_the_current_directory(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the command puts cwd on it, as the worker does
+def test_tasks_in_process_searches_the_current_directory(cli, tmp_path: Path) -> None:
     (tmp_path / "inproc_tasks.py").write_text("import spoolq\n\n@spoolq.task(name='inproc.t')\ndef t():\n    pass\n")
     result = cli("tasks", "-I", "inproc_tasks", "--json")
     assert result.exit_code == 0, result.output

@@ -153,3 +153,18 @@ def test_the_supervisor_removes_only_a_failed_copy_of_the_same_id(spool: Spool, 
     own = Job(id="j1", task="t", enqueued_at=T0, extra={REPLAY_OF: FAILED_NAME})
     assert drop_replayed_copy(spool, own) is True
     assert files_in(spool.path / FAILED) == ["20261125T031500.000000Z-j2.json"]
+
+
+def test_two_failed_copies_of_one_id_are_sent_back_once(tmp_path: Path) -> None:
+    spool, runs = tmp_path / "spool", tmp_path / "runs.txt"
+    # Given two failed copies of one id (it failed, was sent again by a producer, failed again)
+    failed_copy(spool, runs, "j1", "20261125T031500.000000Z-j1.json")
+    failed_copy(spool, runs, "j1", "20261125T041500.000000Z-j1.json")
+    # When every failed job is retried
+    result = retry_all(spool, tmp_path)
+    # Then the first is sent back, the second is named and kept (exit 1)
+    assert result.returncode == EXIT_JOB
+    assert result.stdout == "j1 -> new/\n"
+    assert "j1: not retried: another job with this id is in new/" in result.stderr
+    assert files_in(spool / FAILED) == ["20261125T041500.000000Z-j1.json"]
+    assert json.loads((spool / NEW / "j1.json").read_bytes())[REPLAY_OF] == "20261125T031500.000000Z-j1.json"
