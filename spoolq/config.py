@@ -201,7 +201,7 @@ def _read_file(path: Path) -> dict[str, str]:
         # Sections, but not ours: a misspelt [spool] or someone else's file, whose keys the
         # user meant for spoolq.  Ignoring them would run on defaults without a word.
         found = ", ".join(f"[{name}]" for name in sections)
-        raise ConfigError(f"no [{SECTION}] section in the config file (found {found})", source=str(path))
+        raise ConfigError(f"no [{SECTION}] section in the config file: it has {found}", source=str(path))
     out = {}
     for name, raw in parser.items(SECTION):
         if name not in KEYS:

@@ -80,13 +80,13 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
         stream=sys.stderr,
     )
     concurrency = config.concurrency or os.cpu_count() or 1
-    spool = Spool(config.spool, fsync=config.fsync, max_job_size=config.max_job_size,
-                  dir_mode=config.dir_mode, file_mode=config.file_mode)
     registry = load_registry(config, includes)
     if registry.errors:
         for err in registry.errors:
             click.echo(f"Error: cannot load {err.source}: {err.error}", err=True)
         return EXIT_LOAD
+    spool = Spool(config.spool, fsync=config.fsync, max_job_size=config.max_job_size,
+                  dir_mode=config.dir_mode, file_mode=config.file_mode)
     progress: Any = None
     on_event = None
     if burst and sys.stderr.isatty():

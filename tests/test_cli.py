@@ -391,8 +391,9 @@ def test_worker_refuses_to_start_when_an_entry_point_is_broken(tmp_path: Path) -
     env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
     # When the worker starts
     proc = run_spoolq("--spool", str(tmp_path / "spool"), "worker", "--burst", cwd=tmp_path, env=env)
-    # Then it refuses, naming the entry point and the error
+    # Then it refuses, naming the entry point and the error, and creates nothing
     assert proc.returncode == EXIT_JOB and proc.stdout == ""
+    assert not (tmp_path / "spool").exists()
     assert proc.stderr == ("Error: cannot load entry point broken (ckanext_demo.missing:task_imports): "
                            "ModuleNotFoundError: No module named 'ckanext_demo.missing'\n")  # fmt: skip
 
@@ -435,7 +436,7 @@ def test_send_refuses_a_missing_spool_and_init_creates_one(cli, spool_dir: Path)
 def test_a_config_file_without_a_spoolq_section_is_one_line(cli, tmp_path: Path) -> None:
     (tmp_path / "spoolq.ini").write_text("[spool]\nspool = /srv/queue\n")
     result = cli("status", spool=False)
-    assert_one_line_error(result, EXIT_USAGE, "no [spoolq] section in the config file (found [spool])")
+    assert_one_line_error(result, EXIT_USAGE, "no [spoolq] section in the config file: it has [spool]")
 
 
 def test_send_takes_celery_s_options(cli, spool: Spool, spool_dir: Path) -> None:

@@ -97,7 +97,7 @@ def test_a_file_without_a_spoolq_section_is_refused_not_ignored(tmp_path: Path, 
     for how in ({"file": path}, {"cwd": tmp_path}):
         with pytest.raises(ConfigError) as info:
             load_config(env={}, **how)
-        assert f"no [spoolq] section in the config file (found {found})" in str(info.value)
+        assert f"no [spoolq] section in the config file: it has {found}" in str(info.value)
         assert str(path) in str(info.value)
 
 
