@@ -49,8 +49,9 @@ def environment_at_start() -> Iterator[frozenset[tuple[str, str]]]:
     before = installed_distributions()
     yield before
     after = installed_distributions()
-    assert after == before, f"the tests changed this interpreter: added {sorted(after - before)}, " \
-                            f"removed {sorted(before - after)}"
+    assert after == before, (
+        f"the tests changed this interpreter: added {sorted(after - before)}, removed {sorted(before - after)}"
+    )
 
 
 @pytest.fixture

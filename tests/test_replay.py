@@ -106,8 +106,10 @@ def test_a_failed_copy_whose_id_another_live_job_uses_is_left_alone(tmp_path: Pa
     # Then that one is neither replayed (the id would run twice) nor removed (its history is
     # not in the live job); the command says so and how to remove it, with exit 1
     assert result.returncode == EXIT_JOB
-    assert f"j1: not retried: another job with this id is in new/; its failed copy stays (spoolq delete {FAILED_NAME}" \
+    assert (
+        f"j1: not retried: another job with this id is in new/; its failed copy stays (spoolq delete {FAILED_NAME}"
         in result.stderr
+    )
     assert files_in(spool / FAILED) == [FAILED_NAME]
     assert json.loads((spool / NEW / "j1.json").read_bytes())["args"][1] == "fresh"
     # And the name it gives removes exactly that copy
