@@ -20,7 +20,7 @@ from .config import Config, load_config
 from .errors import DuplicateJob, JobFormatError, JobNotFound, ResultTimeout, SpoolqError, TaskFailed
 from .job import MAX_PRIORITY, MIN_PRIORITY, Job, as_utc, check_json_args, utcnow, validate_id
 from .registry import Registry, discover
-from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Spool
+from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Entry, Spool
 from .task import Task, declare, make_decorator
 
 _current: App | None = None
@@ -281,19 +281,21 @@ class AsyncResult:
         Raises:
             ResultTimeout: no result within ``timeout``.
             TaskFailed: the job ended in ``failed/``; its last error is attached.
+            JobNotFound: the job is in no state: it finished without keeping a result (no
+                ``result_ttl``), its result expired, or it never existed.  Said at once,
+                not after ``timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        done = self.app.spool.dir(DONE) / f"{self.id}.json"
         while True:
-            try:
-                return self.app.spool.read(done).result
-            except FileNotFoundError:
-                pass
-            try:
-                entry = self.app.spool.find(self.id, (FAILED,))
-            except JobNotFound:
-                pass
-            else:
+            entry = self._locate()
+            if entry is None:
+                raise JobNotFound(self.id)
+            if entry.state == DONE:
+                try:
+                    return self.app.spool.read(entry.path).result
+                except FileNotFoundError:
+                    continue  # expired just now: the next look says so
+            if entry.state == FAILED:
                 try:
                     job = self.app.spool.read(entry.path)
                     raise TaskFailed(self.id, job.errors[-1] if job.errors else None)
@@ -302,6 +304,25 @@ class AsyncResult:
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"no result for job {self.id!r} within {timeout:g} s")
             time.sleep(interval)
+
+    def _locate(self) -> Entry | None:
+        """Where the job is, or None once two looks in a row found it nowhere.
+
+        One look checks the states one after another, so a job that moves between two of
+        them can be missed.  The order is the one jobs move through (new, ready, active,
+        delayed, then done or failed), so only a move against it (delayed or active back to
+        ready, failed back to new) can hide a job from one look; a second look would have
+        to meet another such move at the same moment to miss it too.
+        """
+        for _ in range(2):
+            try:
+                return self.app.spool.find(self.id, _MOVE_ORDER)
+            except JobNotFound:
+                continue
+        return None
+
+
+_MOVE_ORDER = (NEW, READY, ACTIVE, DELAYED, DONE, FAILED)
 
 
 def _number(value: Any, what: str) -> float:

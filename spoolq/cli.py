@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -27,8 +29,23 @@ from .errors import (
     SpoolqError,
     TaskFailed,
 )
-from .job import Job, parse_ts, validate_id
-from .spool import ACTIVE, BAD_SUFFIX, FAILED, LIVE_STATES, NEW, REASON_SUFFIX, STATES, Entry, Spool, printable
+from .job import as_utc, format_ts, validate_id
+from .registry import load_for_command
+from .replay import CLEANED, CONFLICT, GONE, live_ids, replay
+from .spool import (
+    ACTIVE,
+    BAD_SUFFIX,
+    DELAYED,
+    FAILED,
+    LIVE_STATES,
+    NEW,
+    REASON_SUFFIX,
+    STATES,
+    Entry,
+    Spool,
+    file_kind,
+    printable,
+)
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SPOOL, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 ERROR_WIDTH = 60
@@ -79,21 +96,28 @@ class Options:
     def config(self, **options: Any) -> Config:
         return load_config(self.config_file, options={"spool": self.spool, **options})
 
-    def open_spool(self, *, write: bool = False) -> Spool:
-        """The configured spool, which must exist; ``write`` also checks it is safe to change."""
+    def open_spool(self, *, write: bool = False, hint: str = "") -> Spool:
+        """The configured spool, which must exist; ``write`` also checks it is safe to change.
+        No command but ``init`` (and the worker) creates one: a mistyped path must not
+        become a spool nobody watches."""
         c = self.config()
         spool = Spool(c.spool, fsync=c.fsync, max_job_size=c.max_job_size, dir_mode=c.dir_mode,
                       file_mode=c.file_mode, create=False)  # fmt: skip
         if not spool.exists():
-            raise Fail(f"no spool at {spool.path}", EXIT_SPOOL)
+            raise Fail(f"no spool at {spool.path}{hint}", EXIT_SPOOL)
         if write:
             spool.ensure()
         return spool
 
     def app(self) -> App:
+        """An App on the existing spool (``App`` alone would create a missing one)."""
+        spool = self.open_spool(write=True, hint=_CREATE_HINT)
         c = self.config()
-        return App(c.spool, fsync=c.fsync, max_job_size=c.max_job_size, imports=c.imports, config=c,
+        return App(spool.path, fsync=c.fsync, max_job_size=c.max_job_size, imports=c.imports, config=c,
                    dir_mode=c.dir_mode, file_mode=c.file_mode)  # fmt: skip
+
+
+_CREATE_HINT = " (a worker creates it when it starts, or run: spoolq init)"
 
 
 pass_options = click.make_pass_decorator(Options)
@@ -145,9 +169,10 @@ def main(ctx: click.Context, spool: str | None, config_file: str | None) -> None
     Exit status:
       0  success
       1  a job failed, was not found, or is in a state that forbids the command;
-         a task source failed to load (tasks)
+         a task source (-I, imports =, an entry point) failed to load: tasks lists
+         it, worker refuses to start
       2  bad usage or bad input (arguments, ids, JSON, configuration)
-      3  the spool is missing, unsafe, unwritable or locked
+      3  the spool is missing, unsafe, unwritable or locked (held by another worker)
       4  result: the job did not finish within --wait
     """
     ctx.obj = Options(spool, config_file)
@@ -176,38 +201,83 @@ def _raise(exc: BaseException) -> Any:
     raise exc
 
 
+def _time_arg(text: str, what: str) -> datetime:
+    """An ISO 8601 time.  Without a zone it is UTC, as a naive datetime is for the Python
+    API (and for Celery): one rule for both ways of sending."""
+    try:
+        return as_utc(datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text))
+    except (ValueError, OverflowError) as exc:
+        raise Fail(f"{what} is not a time: {exc}") from None
+
+
+def _expires_arg(text: str) -> datetime | float:
+    """Seconds from now, or a time (as ``celery call --expires`` takes it)."""
+    try:
+        return float(text)
+    except ValueError:
+        return _time_arg(text, "--expires")
+
+
 @main.command()
 @click.argument("name")
 @click.argument("args_json", required=False, metavar="[ARGS_JSON]")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("-a", "--args", "args_opt", metavar="JSON", help="Positional arguments as a JSON array (or ARGS_JSON).")
+@click.option("-k", "--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
 @click.option("--countdown", type=float, metavar="S", help="Run no sooner than S seconds from now.")
-@click.option("--eta", metavar="ISO", help="Run no sooner than this time (ISO 8601 with a zone, e.g. ...Z).")
+@click.option("--eta", metavar="TIME", help="Run no sooner than this ISO 8601 time (no zone: UTC).")
+@click.option("--expires", metavar="S|TIME", help="Do not run after S seconds from now, or after TIME.")
 @click.option("--id", "task_id", metavar="ID", help="The job id (default: a new UUID).")
 @click.option("--priority", type=click.IntRange(0, 9), help="0 to 9, higher runs first (default 0).")
+@click.option("--max-retries", type=click.IntRange(min=0), metavar="N", help="Retries allowed [the task's].")
+@click.option("--result-ttl", type=float, metavar="S", help="Keep the result S seconds in done/ [the task's].")
 @pass_options
-def send(opts: Options, name: str, args_json: str | None, kwargs_json: str | None, countdown: float | None,
-         eta: str | None, task_id: str | None, priority: int | None) -> None:  # fmt: skip
+def send(opts: Options, name: str, args_json: str | None, args_opt: str | None, kwargs_json: str | None,
+         countdown: float | None, eta: str | None, expires: str | None, task_id: str | None, priority: int | None,
+         max_retries: int | None, result_ttl: float | None) -> None:  # fmt: skip
     """Enqueue the task NAME with ARGS_JSON (a JSON array) and print the job id.
 
-    The task's code need not be importable here: only its name is sent.
+    The task's code need not be importable here: only its name is sent.  The spool must
+    exist (a worker creates it when it starts, or spoolq init), so that a mistyped path
+    is an error, not a queue nobody reads.
 
     \b
     Examples:
       spoolq send NAME.echofunction '["Hello World"]'
-      spoolq send report.build '[2026]' --kwargs '{"fmt": "pdf"}' --countdown 60
+      spoolq send report.build -a '[2026]' -k '{"fmt": "pdf"}' --countdown 60
       spoolq send cleanup --eta 2026-11-25T03:15:00Z --id nightly-2026-11-25 --priority 9
+      spoolq send webhook.notify '["https://example.org/hook"]' --expires 3600 --max-retries 10
     """
-    args = _json_arg(args_json, "ARGS_JSON", list)
+    if args_json is not None and args_opt is not None:
+        raise Fail("give the arguments once: ARGS_JSON or --args, not both")
+    args = _json_arg(args_opt if args_opt is not None else args_json,
+                     "--args" if args_opt is not None else "ARGS_JSON", list)  # fmt: skip
     kwargs = _json_arg(kwargs_json, "--kwargs", dict)
-    when = None
-    if eta is not None:
-        try:
-            when = parse_ts(eta)
-        except (ValueError, OverflowError) as exc:
-            raise Fail(f"--eta is not a time: {exc}") from None
+    when = None if eta is None else _time_arg(eta, "--eta")
+    until = None if expires is None else _expires_arg(expires)
     result = opts.app().send_task(name, args, kwargs, countdown=countdown, eta=when, task_id=task_id,
-                                  priority=priority)  # fmt: skip
+                                  priority=priority, expires=until, max_retries=max_retries,
+                                  result_ttl=result_ttl)  # fmt: skip
     click.echo(result.id)
+
+
+@main.command()
+@pass_options
+def init(opts: Options) -> None:
+    """Create the spool's directories, if missing, and print its path.
+
+    Only the worker (when it starts), this command and the Python API (on its first write)
+    create a spool; the other commands refuse a missing one.
+
+    \b
+    Examples:
+      spoolq --spool /var/spool/myapp init
+      spoolq init --config /etc/spoolq/spoolq.ini
+    """
+    c = opts.config()
+    spool = Spool(c.spool, fsync=c.fsync, dir_mode=c.dir_mode, file_mode=c.file_mode, create=False)
+    existed = spool.exists()
+    spool.ensure()  # checks a spool that was there, too: owner, permissions, no symlinks
+    click.echo(f"{'spool exists' if existed else 'created spool'} at {spool.path}")
 
 
 # -- looking ----------------------------------------------------------------------------
@@ -295,7 +365,9 @@ def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
 def _describe(spool: Spool, entry: Entry, now: float) -> dict | None:
     """One row of ``ls`` as a dict, or None if the file vanished meanwhile."""
     row: dict[str, Any] = {"id": entry.job_id or entry.name, "task": None, "state": entry.state, "age_s": None,
-                           "retries": None, "last_error": None, "path": str(entry.path)}  # fmt: skip
+                           "retries": None, "last_error": None, "due": None, "path": str(entry.path)}  # fmt: skip
+    if entry.state == DELAYED and entry.when is not None:  # the name says when it is due
+        row["due"] = format_ts(entry.when)
     if entry.name.endswith(BAD_SUFFIX):
         row["rejected"] = True
         try:
@@ -329,11 +401,13 @@ def _describe(spool: Spool, entry: Entry, now: float) -> dict | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_options
 def ls(opts: Options, state: str | None, task_name: str | None, limit: int | None, as_json: bool) -> None:
-    """List jobs: id, task, state, age since enqueued, retries, last error.
+    """List jobs: id, task, state, age since enqueued, due time (delayed jobs), retries,
+    last error.
 
     STATE is one of new, ready, active, delayed, failed, done, or all; the default is the
     live states (new, ready, active, delayed).  Rejected files in failed/ (ending in .bad)
-    are listed by file name with the reason they were rejected.
+    are listed by file name with the reason they were rejected; show, delete and retry
+    take that name.
 
     \b
     Examples:
@@ -362,7 +436,21 @@ def ls(opts: Options, state: str | None, task_name: str | None, limit: int | Non
         return
     table = [[r["id"], r["task"] or "-", r["state"], _age(r["age_s"]), "-" if r["retries"] is None else r["retries"],
               _one_line(r["last_error"]) if r["last_error"] else ""] for r in rows]  # fmt: skip
-    _table(["ID", "TASK", "STATE", "AGE", "RETRIES", "LAST ERROR"], table, colour_col=2)
+    headers = ["ID", "TASK", "STATE", "AGE", "RETRIES", "LAST ERROR"]
+    if any(r["state"] == DELAYED for r in rows):
+        headers.insert(4, "DUE")
+        for r, line in zip(rows, table, strict=True):
+            line.insert(4, _due(r["due"], now))
+    _table(headers, table, colour_col=2)
+
+
+def _due(due: str | None, now: float) -> str:
+    """``2026-11-25 03:15:00Z (in 5.0m)``, or ``-`` for a job that is not delayed."""
+    if due is None:
+        return "-"
+    when = datetime.fromisoformat(due[:-1] + "+00:00")
+    left = when.timestamp() - now
+    return f"{due[:10]} {due[11:19]}Z ({'in ' + _age(left) if left > 0 else 'now'})"
 
 
 def _job_id(text: str) -> str:
@@ -372,19 +460,67 @@ def _job_id(text: str) -> str:
         raise Fail(str(exc)) from None
 
 
+def _failed_file(spool: Spool, text: str) -> Entry | None:
+    """The file of ``failed/`` named exactly ``text`` (as ``spoolq ls failed`` prints a
+    rejected file), or None.  ``text`` is only compared with the directory's listing, never
+    joined to a path, so no name reaches outside ``failed/``."""
+    if not text.endswith((BAD_SUFFIX, ".json")):
+        return None
+    for entry in spool.scan(FAILED):
+        if entry.name == text:
+            return entry
+    return None
+
+
+def _locate(spool: Spool, text: str) -> Entry:
+    """A job by id, or a file of ``failed/`` by its name (a rejected ``.bad`` file, or one
+    failed copy of an id)."""
+    return _failed_file(spool, text) or spool.find(_job_id(text))
+
+
+def _printable(text: str) -> str:
+    """A file name as text that can be printed: bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _mode(entry: Entry) -> int:
+    try:
+        return entry.path.lstat().st_mode
+    except FileNotFoundError:
+        raise Fail(f"{_printable(entry.name)} was removed meanwhile", EXIT_JOB) from None
+
+
+def _reason(spool: Spool, entry: Entry) -> str:
+    try:
+        data = spool.read_bytes(entry.path.with_name(entry.name + REASON_SUFFIX))
+    except (OSError, SpoolqError):
+        return "rejected (no reason file)"
+    return data.decode("utf-8", "replace").strip()
+
+
 @main.command()
 @click.argument("job_id", metavar="ID")
 @pass_options
 def show(opts: Options, job_id: str) -> None:
     """Print a job as pretty JSON, with its state and path.
 
+    ID may also be a file name in failed/ as spoolq ls failed prints it: a rejected file
+    (ending in .bad) is shown with the reason it was rejected, not opened.
+
     \b
-    Example:
+    Examples:
       spoolq show 5f0c7a9e-2d1b-4c7e-9a51-0e3f2b8d6c11
+      spoolq show 20261125T031500.123456Z-upload.json.bad
     """
     spool = opts.open_spool()
-    entry = spool.find(_job_id(job_id))
-    out: dict[str, Any] = {"state": entry.state, "path": str(entry.path)}
+    entry = _locate(spool, job_id)
+    out: dict[str, Any] = {"state": entry.state, "path": _printable(str(entry.path))}
+    if entry.job_id is None:
+        mode = _mode(entry)
+        out.update(rejected=True, name=_printable(entry.name),
+                   kind="file" if stat.S_ISREG(mode) else file_kind(mode), reason=_reason(spool, entry))  # fmt: skip
+        _emit_json(out)
+        return
     try:
         out["job"] = spool.read(entry.path).to_dict()
     except JobFormatError as exc:
@@ -401,20 +537,32 @@ def show(opts: Options, job_id: str) -> None:
 def delete(opts: Options, job_id: str) -> None:
     """Remove a job that is not running (queued, delayed, failed, or a kept result).
 
+    ID may also be a file name in failed/ as spoolq ls failed prints it: a rejected file
+    (removed with its .reason), or one failed copy of an id.
+
     \b
-    Example:
+    Examples:
       spoolq delete nightly-2026-11-25
+      spoolq delete 20261125T031500.123456Z-upload.json.bad
     """
     spool = opts.open_spool(write=True)
-    entry = spool.find(_job_id(job_id))
+    entry = _locate(spool, job_id)
+    name = _printable(job_id)
     if entry.state == ACTIVE:
-        raise Fail(f"job {job_id!r} is running (in active/); it cannot be deleted", EXIT_JOB)
+        raise Fail(f"job {name!r} is running (in active/); it cannot be deleted", EXIT_JOB)
+    if entry.job_id is None and stat.S_ISDIR(_mode(entry)):
+        raise Fail(f"{name} is a directory; look inside, then remove it by hand: rm -r {_printable(str(entry.path))}")
     try:
         spool.remove(entry.path)
     except FileNotFoundError:
-        raise Fail(f"job {job_id!r} moved from {entry.state}/ while being deleted; try again", EXIT_JOB) from None
+        raise Fail(f"job {name!r} moved from {entry.state}/ while being deleted; try again", EXIT_JOB) from None
+    if entry.name.endswith(BAD_SUFFIX):
+        try:
+            spool.remove(entry.path.with_name(entry.name + REASON_SUFFIX))
+        except FileNotFoundError:
+            pass
     spool.barrier()
-    click.echo(f"deleted {job_id} from {entry.state}/")
+    click.echo(f"deleted {name} from {entry.state}/")
 
 
 @main.command()
@@ -449,13 +597,6 @@ def purge(opts: Options, state: str, yes: bool) -> None:
     click.echo(f"purged {removed} files from {state}/")
 
 
-def _replay(spool: Spool, entry: Entry) -> None:
-    job: Job = spool.read(entry.path)
-    spool.publish(job.reset_for_replay())
-    spool.remove(entry.path)
-    spool.barrier()
-
-
 @main.command()
 @click.argument("job_ids", nargs=-1, metavar="ID...")
 @click.option("--all", "retry_all", is_flag=True, help="Every failed job (with --task: of that task).")
@@ -463,6 +604,11 @@ def _replay(spool: Spool, entry: Entry) -> None:
 @pass_options
 def retry(opts: Options, job_ids: tuple[str, ...], retry_all: bool, task_name: str | None) -> None:
     """Send failed jobs back to run: retries reset to 0, error history kept.
+
+    Safe to run again after it was interrupted: a failed job already sent back (queued or
+    running again) is not sent twice; its leftover copy in failed/ is removed instead.  A
+    failed job whose id another queued job uses is left alone and named (exit 1).  ID may
+    also be a failed/ file name as spoolq ls failed prints it.
 
     \b
     Examples:
@@ -480,11 +626,30 @@ def retry(opts: Options, job_ids: tuple[str, ...], retry_all: bool, task_name: s
             entries = [e for e in entries if _task_of(spool, e) == task_name]
     else:
         entries = [_failed_entry(spool, j) for j in job_ids]
+    sent = conflicts = 0
+    live = live_ids(spool)  # listed before any failed copy is read: see replay()
     for entry in entries:
-        _replay(spool, entry)
-        click.echo(f"{entry.job_id} -> {NEW}/")
+        try:
+            done = replay(spool, entry, live)
+        except JobFormatError as exc:
+            conflicts += 1
+            click.echo(f"{_printable(entry.name)}: not retried: not a valid job: {exc}", err=True)
+            continue
+        if done.outcome == CONFLICT:
+            conflicts += 1
+            click.echo(f"{entry.job_id}: not retried: another job with this id is in {done.live_state}/; "
+                       f"its failed copy stays (spoolq delete {entry.name} removes it)", err=True)  # fmt: skip
+        elif done.outcome == CLEANED:
+            click.echo(f"{entry.job_id}: already sent back (in {done.live_state}/); removed its leftover failed copy")
+        elif done.outcome == GONE:
+            click.echo(f"{entry.job_id}: already sent back and taken in by the worker")
+        else:
+            sent += 1
+            click.echo(f"{entry.job_id} -> {NEW}/")
     if retry_all:
-        click.echo(f"retried {len(entries)} jobs", err=True)
+        click.echo(f"retried {sent} jobs", err=True)
+    if conflicts:
+        sys.exit(EXIT_JOB)
 
 
 def _task_of(spool: Spool, entry: Entry) -> str | None:
@@ -495,13 +660,19 @@ def _task_of(spool: Spool, entry: Entry) -> str | None:
 
 
 def _failed_entry(spool: Spool, text: str) -> Entry:
-    if text.endswith(BAD_SUFFIX) and "/" not in text and (spool.dir(FAILED) / text).exists():
-        raise Fail(f"{text} is a rejected file, not a job; it cannot be retried (see {text}{REASON_SUFFIX})")
+    entry = _failed_file(spool, text)
+    if entry is not None and entry.job_id is None:
+        name = _printable(text)
+        raise Fail(f"{name} is a rejected file, not a job; it cannot be retried: spoolq show {name} says why; "
+                   "fix it and enqueue it again by hand, or remove it with spoolq delete")  # fmt: skip
+    if entry is not None:
+        return entry
     job_id = _job_id(text)
-    entry = spool.find(job_id)
-    if entry.state != FAILED:
-        raise Fail(f"job {job_id!r} is in {entry.state}/, not failed/; only failed jobs can be retried", EXIT_JOB)
-    return entry
+    try:
+        return spool.find(job_id, (FAILED,))
+    except JobNotFound:
+        entry = spool.find(job_id)
+    raise Fail(f"job {job_id!r} is in {entry.state}/, not failed/; only failed jobs can be retried", EXIT_JOB)
 
 
 # -- tasks and results ------------------------------------------------------------------
@@ -513,14 +684,17 @@ def _failed_entry(spool: Spool, text: str) -> Entry:
 @pass_options
 def tasks(opts: Options, includes: tuple[str, ...], as_json: bool) -> None:
     """List the tasks found through entry points (group spoolq.tasks), the configured
-    imports and -I modules, and why any of them failed to load.
+    imports and -I modules, and why any of them failed to load (exit 1: a worker would
+    refuse to start).  Modules are searched as the worker searches them: the current
+    directory first.
 
     \b
     Examples:
       spoolq tasks
       spoolq tasks -I myapp.tasks -I myapp.reports --json
     """
-    registry = opts.app().load_tasks(includes)
+    c = opts.config()
+    registry = load_for_command((*c.imports, *includes), cwd=os.getcwd())  # exactly as the worker finds them
     found = [{"name": n, "origin": registry.origin(n)} for n in registry.names()]
     errors = [{"source": e.source, "error": e.error} for e in registry.errors]
     if as_json:
@@ -544,7 +718,9 @@ def tasks(opts: Options, includes: tuple[str, ...], as_json: bool) -> None:
 def result(opts: Options, job_id: str, wait: float) -> None:
     """Print the kept result of a job as JSON (for tasks with result_ttl).
 
-    Exit 1 with the job's last error if it failed; exit 4 if it has not finished within --wait.
+    Exit 1 with the job's last error if it failed, or at once if the job is in no state (it
+    finished without keeping a result, or never existed); exit 4 if it has not finished
+    within --wait.
 
     \b
     Examples:
@@ -556,10 +732,10 @@ def result(opts: Options, job_id: str, wait: float) -> None:
     handle = app.result(_job_id(job_id))
     try:
         value = handle.get(timeout=wait)
+    except JobNotFound:
+        raise Fail(f"no job with id {job_id!r} in the spool (or it finished keeping no result)", EXIT_JOB) from None
     except ResultTimeout:
         state = handle.state
-        if state == "UNKNOWN":
-            raise Fail(f"no job with id {job_id!r} in the spool (or it finished keeping no result)", EXIT_JOB) from None
         raise Fail(f"job {job_id!r} is {state}: no result within {wait:g} s", EXIT_TIMEOUT) from None
     click.echo(json.dumps(value, ensure_ascii=False))
 
@@ -575,20 +751,23 @@ def result(opts: Options, job_id: str, wait: float) -> None:
 @click.option("--soft-time-limit", type=click.FloatRange(min=0), metavar="S", help="Raise in the task after S s.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="S", help="Grace for running jobs [30].")
 @click.option("--burst", is_flag=True, help="Exit once nothing is due.")
-@click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-              help="Logging level [INFO].")  # fmt: skip
+@click.option("-l", "--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+              case_sensitive=False), help="Logging level, any case [INFO].")  # fmt: skip
 @pass_options
 def worker(opts: Options, concurrency: int | None, includes: tuple[str, ...], max_tasks_per_child: int | None,
            time_limit: float | None, soft_time_limit: float | None, shutdown_timeout: float | None, burst: bool,
            loglevel: str | None) -> None:  # fmt: skip
-    """Run the supervisor and its pool of worker processes on the spool.
+    """Run the supervisor and its pool of worker processes on the spool (created if missing).
 
-    One worker per spool: a second one exits (status 3) naming the holder's pid.
+    One worker per spool: a second one exits (status 3) naming the holder's pid.  A task
+    module that does not import (-I, imports =, a spoolq.tasks entry point) stops the start
+    (status 1), as with Celery: its jobs would otherwise all fail as TaskNotFound.  The
+    current directory is searched first for task modules.
 
     \b
     Examples:
       spoolq --spool /var/spool/myapp worker -c 4 -I myapp.tasks
-      spoolq worker --burst --loglevel DEBUG
+      spoolq worker --burst -l debug
     """
     config = load_config(opts.config_file, options={
         "spool": opts.spool, "concurrency": concurrency, "max_tasks_per_child": max_tasks_per_child,

@@ -147,8 +147,9 @@ def load_config(
         options: values from the command line or the caller, already typed; None values
             are ignored (the option was not given).
     Raises:
-        ConfigError: a missing or unreadable file, an unknown key, or a bad value; the
-            message names the key and where it was found.
+        ConfigError: a missing or unreadable file, a file with sections but no
+            ``[spoolq]``, an unknown key, or a bad value; the message names the key and
+            where it was found.
     """
     env = os.environ if env is None else env
     values = {name: key.default for name, key in KEYS.items()}
@@ -194,7 +195,13 @@ def _read_file(path: Path) -> dict[str, str]:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot read config file: {first_line}", source=str(path)) from None
     if not parser.has_section(SECTION):
-        return {}
+        sections = [*(["DEFAULT"] if parser.defaults() else []), *parser.sections()]
+        if not sections:
+            return {}  # an empty file sets nothing, and says nothing it could mean instead
+        # Sections, but not ours: a misspelt [spool] or someone else's file, whose keys the
+        # user meant for spoolq.  Ignoring them would run on defaults without a word.
+        found = ", ".join(f"[{name}]" for name in sections)
+        raise ConfigError(f"no [{SECTION}] section in the config file: it has {found}", source=str(path))
     out = {}
     for name, raw in parser.items(SECTION):
         if name not in KEYS:

@@ -12,6 +12,7 @@ recorded with its name and error and does not hide the others.
 from __future__ import annotations
 
 import importlib
+import sys
 import traceback
 import types
 from collections.abc import Iterable
@@ -140,6 +141,18 @@ def discover(includes: Iterable[str] = (), *, use_entry_points: bool = True) -> 
         registry.load_entry_points()
     registry.load_includes(includes)
     return registry
+
+
+def load_for_command(modules: Iterable[str], *, cwd: str) -> Registry:
+    """The tasks as ``spoolq worker`` and ``spoolq tasks`` find them, the same for both:
+    entry points, then ``modules``, with ``cwd`` (the command's working directory) first on
+    ``sys.path``, as ``celery -A`` has it, so a module next to the config is importable.
+
+    ``sys.path`` keeps ``cwd``: the pool's children inherit it to import the same modules.
+    """
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return discover(modules)
 
 
 def _one_line(exc: BaseException) -> str:

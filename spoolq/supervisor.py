@@ -47,6 +47,7 @@ from .faults import Faults
 from .job import STAMP_LEN, Job, make_error, utcnow
 from .pool import Pool
 from .registry import Registry
+from .replay import drop_replayed_copy
 from .retry import CLASH, DELAY, DELETE, DIED, FAIL, GONE, KEEP, SUCCESS, UNCLAIMED, Outcome, decide
 from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Readahead, Spool, job_name, parse_name, printable
 from .task import Task
@@ -606,6 +607,7 @@ class Supervisor:
             return 0
         if self._deferred_links:
             self._deferred_links.pop(name, None)
+        drop_replayed_copy(self.spool, job)  # sent back by `spoolq retry`: no stale copy to replay again
         task = self._task(job.task)
         if task is None:
             self._fail_unrun(path, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)

@@ -18,19 +18,20 @@ from . import __version__
 from .config import Config
 from .errors import SpoolqError
 from .job import Job
-from .registry import Registry, discover
+from .registry import Registry, load_for_command
 from .spool import DELAYED, NEW, READY, Spool, printable
 from .supervisor import Supervisor
 
 log = logging.getLogger("spoolq.worker")
 
 
+# Exit statuses, as documented in ``spoolq --help``.
+EXIT_LOAD, EXIT_SPOOL = 1, 3
+
+
 def load_registry(config: Config, includes: Sequence[str]) -> Registry:
     """Import the task modules of the configuration, the includes and the entry points."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)  # as celery -A does: modules next to the config are importable
-    return discover((*config.imports, *includes))
+    return load_for_command((*config.imports, *includes), cwd=os.getcwd())
 
 
 def banner(config: Config, registry: Registry, concurrency: int, burst: bool) -> str:
@@ -51,10 +52,6 @@ def banner(config: Config, registry: Registry, concurrency: int, burst: bool) ->
         lines.append("  (none: use --include MODULE, imports = in the config, or a spoolq.tasks entry point)")
     for name in names:
         lines.append(f"  . {name}  ({registry.origin(name)})")
-    if registry.errors:
-        lines.append("[load errors]")
-        for err in registry.errors:
-            lines.append(f"  ! {err.source}: {err.error}")
     return "\n".join(lines)
 
 
@@ -79,17 +76,25 @@ def _pending(spool: Spool) -> int:
 def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = False) -> int:
     """Run the supervisor as configured until it is stopped (or idle, with ``burst``).
 
+    Refuses to start, before printing its banner, when a task source does not load (a typo
+    in ``-I``/``imports``, a broken entry point: every job of its tasks would fail as
+    ``TaskNotFound``) or when another worker holds the spool.
+
     Returns:
-        The exit status: 0 after a clean stop, 3 if the spool is held or unusable.
+        The exit status: 0 after a clean stop, 1 if a task source did not load, 3 if the
+        spool is held or unusable.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PrintableFormatter("[%(asctime)s %(levelname)s] %(message)s"))
     logging.basicConfig(level=getattr(logging, config.loglevel), handlers=[handler])
     concurrency = config.concurrency or os.cpu_count() or 1
+    registry = load_registry(config, includes)
+    if registry.errors:
+        for err in registry.errors:
+            click.echo(f"Error: cannot load {err.source}: {err.error}", err=True)
+        return EXIT_LOAD
     spool = Spool(config.spool, fsync=config.fsync, max_job_size=config.max_job_size,
                   dir_mode=config.dir_mode, file_mode=config.file_mode)
-    registry = load_registry(config, includes)
-    click.echo(banner(config, registry, concurrency, burst))
     progress: Any = None
     on_event = None
     if burst and sys.stderr.isatty():
@@ -117,10 +122,25 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
         on_event=on_event,
     )
     try:
+        # Before the banner, so that a second worker says only why it cannot start.  The
+        # lock is re-entrant: start() takes it again; the release below balances this one.
+        sup.lock.acquire()
+    except SpoolqError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_SPOOL
+    try:
+        return _run(sup, registry, progress, banner(config, registry, concurrency, burst))
+    finally:
+        sup.lock.release()
+
+
+def _run(sup: Supervisor, registry: Registry, progress: Any, banner_text: str) -> int:
+    click.echo(banner_text)
+    try:
         sup.start()
     except (SpoolqError, OSError) as exc:
         click.echo(f"Error: {exc}", err=True)
-        return 3
+        return EXIT_SPOOL
     sup.install_signal_handlers()
     log.info("ready: %d task(s), pool pids %s", len(registry.names()), sup.pool.pids())
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,34 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("SPOOLQ_"):
             monkeypatch.delenv(var)
+
+
+_LIST_DISTRIBUTIONS = """
+import json, sys
+sys.path = [p for p in sys.path if p]  # not the working directory
+from importlib.metadata import distributions
+print(json.dumps(sorted({(d.metadata["Name"], d.version) for d in distributions()})))
+"""
+
+
+def installed_distributions() -> frozenset[tuple[str, str]]:
+    """(name, version) of every distribution a fresh process of this interpreter sees."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", _LIST_DISTRIBUTIONS], env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout  # fmt: skip
+    return frozenset((name, version) for name, version in json.loads(out))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment_at_start() -> Iterator[frozenset[tuple[str, str]]]:
+    """Tests must not change the environment they run in (no pip install into this
+    interpreter): what it has installed is the same at the end of the session as at the start."""
+    before = installed_distributions()
+    yield before
+    after = installed_distributions()
+    assert after == before, (
+        f"the tests changed this interpreter: added {sorted(after - before)}, removed {sorted(before - after)}"
+    )
 
 
 @pytest.fixture

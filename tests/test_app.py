@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from conftest import files_in
+from worker_helpers import burst
 
 import spoolq
 from spoolq.errors import (
     DuplicateJob,
     InvalidJobId,
     JobFormatError,
+    JobNotFound,
     JobTooLarge,
     ResultTimeout,
     TaskFailed,
@@ -167,3 +170,19 @@ def test_eta_naive_is_utc_and_countdown_is_relative_to_the_clock(spool_dir: Path
     by_id = {j["id"]: j for j in new_jobs(app)}
     assert by_id["naive"]["eta"] == "2026-12-01T08:00:00.000000Z"
     assert by_id["cd"]["eta"] == (T0 + timedelta(seconds=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.slow
+def test_get_answers_at_once_for_a_job_that_finished_keeping_no_result(spool_dir: Path) -> None:
+    # Given a job of a task that keeps no result, run to the end by a real worker
+    app = spoolq.App(spool_dir)
+    handle = app.send_task("wt.noop", task_id="plain")
+    assert burst(spool_dir)[0] == 0
+    # When its result is asked for with a long timeout, and that of an id never sent
+    started = time.monotonic()
+    with pytest.raises(JobNotFound, match="'plain'"):
+        handle.get(timeout=20)
+    with pytest.raises(JobNotFound, match="'never-sent'"):
+        app.result("never-sent").get(timeout=20)
+    # Then both answer as soon as the job is seen in no state, not after the timeout
+    assert time.monotonic() - started < 10

@@ -1,7 +1,8 @@
 """The whole life of the CKAN example works from the command line.
 
 Given ``examples/ckanext-echo`` installed with pip (its tasks found through the
-``spoolq.tasks`` entry point), when a producer that never imports the extension sends
+``spoolq.tasks`` entry point) into a directory of its own that only this test's processes
+see, when a producer that never imports the extension sends
 ``NAME.echofunction`` by name and ``spoolq worker --burst`` runs, then the worker prints
 "Hello World"; and the flaky task runs again after each countdown and ends in ``failed/``
 with its whole error history once its retries run out.
@@ -9,14 +10,16 @@ with its whole error history once its retries run out.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
-from conftest import REPO_DIR, run_spoolq, subprocess_env
+from conftest import REPO_DIR, installed_distributions, run_spoolq, subprocess_env
 from worker_helpers import listing, read_job
 
 pytestmark = pytest.mark.timeout(240)
@@ -34,45 +37,56 @@ print(json.dumps({"hello": hello.id, "flaky": flaky.id,
 """
 
 
-def _installed() -> bool:
+def _installed(env: dict[str, str]) -> bool:
     probe = subprocess.run(
         [sys.executable, "-c", "from importlib.metadata import entry_points; import ckanext.echo.plugin;"
          "assert any(e.name == 'echo' for e in entry_points(group='spoolq.tasks'))"],
-        env=subprocess_env(), capture_output=True, cwd=REPO_DIR.parent,
+        env=env, capture_output=True, cwd=REPO_DIR.parent,
     )  # fmt: skip
     return probe.returncode == 0
 
 
 @pytest.fixture(scope="session")
-def ckanext_echo() -> None:
-    """pip-install the example once per session (skipped when it is already installed)."""
-    if not _installed():
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "-e", str(EXAMPLE)],
-                              capture_output=True, text=True, timeout=200)  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        importlib.invalidate_caches()
-        assert _installed()
+def ckanext_echo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a process that sees the example as pip installed it.
+
+    pip installs a copy of it (so no build files land in the repository) with ``--target``
+    into a directory of its own, which only this test's processes get on their PYTHONPATH:
+    the interpreter running the tests is never changed (an install into it would make later
+    in-process tests see an entry point they cannot import, and pass only on machines where
+    it was installed before).
+    """
+    root = tmp_path_factory.mktemp("ckanext-echo")
+    source, target = root / "source", root / "site"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                           str(source)], capture_output=True, text=True, timeout=200)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
+    assert _installed(env), "the entry point is not found through importlib.metadata"
+    return env
 
 
-def test_the_ckan_example_from_install_to_failed_retries(ckanext_echo, tmp_path):
+def test_the_ckan_example_from_install_to_failed_retries(ckanext_echo: dict[str, str], tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     work = tmp_path / "work"  # not the repo: nothing is importable by accident
     work.mkdir()
 
-    tasks = run_spoolq("--spool", str(spool), "tasks", cwd=work)
+    tasks = run_spoolq("--spool", str(spool), "tasks", cwd=work, env=ckanext_echo)
     assert "NAME.echofunction" in tasks.stdout, tasks.stdout + tasks.stderr
     line = next(ln for ln in tasks.stdout.splitlines() if "NAME.echofunction" in ln)
     assert "entry point echo (ckanext.echo.plugin:task_imports)" in line
     assert "ckanext" not in tasks.stderr
 
-    sent = subprocess.run([sys.executable, "-c", PRODUCER, str(spool)], cwd=work, env=subprocess_env(),
+    sent = subprocess.run([sys.executable, "-c", PRODUCER, str(spool)], cwd=work, env=ckanext_echo,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert sent.returncode == 0, sent.stderr
     ids = json.loads(sent.stdout)
     assert ids["imported"] == []  # the producer knew only the names
     assert {n[:-5] for n in listing(spool)["new"]} == {ids["hello"], ids["flaky"]}
 
-    worker = run_spoolq("--spool", str(spool), "worker", "--burst", "-c", "1", cwd=work, timeout=120)
+    worker = run_spoolq("--spool", str(spool), "worker", "--burst", "-c", "1", cwd=work, env=ckanext_echo, timeout=120)
 
     assert worker.returncode == 0, worker.stderr
     assert "Hello World" in worker.stdout.splitlines()
@@ -88,3 +102,14 @@ def test_the_ckan_example_from_install_to_failed_retries(ckanext_echo, tmp_path)
     at = [datetime.fromisoformat(e["at"].replace("Z", "+00:00")) for e in job["errors"]]
     assert all((b - a).total_seconds() >= 0.3 for a, b in zip(at, at[1:], strict=False))
     assert "NAME.flaky_echo: failed: retries exhausted (2/2)" in worker.stderr
+
+
+def test_the_example_is_not_installed_into_the_interpreter_running_the_tests(
+    ckanext_echo: dict[str, str], environment_at_start: frozenset[tuple[str, str]]
+) -> None:
+    # Given the example installed for the test above
+    # Then a fresh process of this interpreter, with the environment the tests run in, sees
+    # the same installed distributions as when the session began
+    assert installed_distributions() == environment_at_start
+    if not any(name == "ckanext-echo" for name, _ in environment_at_start):
+        assert not _installed(subprocess_env())

@@ -4,12 +4,15 @@ and a few real ``python -m spoolq`` runs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import files_in, run_spoolq
+from conftest import files_in, run_spoolq, subprocess_env
 
 import spoolq
 from spoolq.cli import EXIT_JOB, EXIT_SPOOL, EXIT_TIMEOUT, EXIT_USAGE, main
@@ -17,13 +20,14 @@ from spoolq.job import Job, make_error
 from spoolq.spool import ACTIVE, DONE, FAILED, NEW, Spool
 
 T0 = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
-COMMANDS = ["send", "status", "ls", "show", "delete", "purge", "tasks", "result", "retry", "worker"]
+COMMANDS = ["init", "send", "status", "ls", "show", "delete", "purge", "tasks", "result", "retry", "worker"]
 
 
 @pytest.fixture
 def cli(spool_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Run the CLI in-process on the test's spool (cwd = tmp_path, so no stray spoolq.ini)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # `tasks` puts the cwd on it, as the worker does
 
     def run(*args: str, input: str | None = None, spool: bool = True) -> Result:
         return CliRunner().invoke(main, [*(["--spool", str(spool_dir)] if spool else []), *args], input=input)
@@ -48,7 +52,7 @@ def failed_job(spool: Spool, job_id: str, task: str = "t") -> Path:
 # -- send -----------------------------------------------------------------------------------------
 
 
-def test_send_prints_the_id_and_writes_the_job(cli, spool_dir: Path) -> None:
+def test_send_prints_the_id_and_writes_the_job(cli, spool: Spool, spool_dir: Path) -> None:
     result = cli("send", "NAME.echofunction", '["Hello World"]', "--kwargs", '{"loud": true}', "--id", "j1",
                  "--priority", "7", "--eta", "2030-01-01T00:00:00+02:00")  # fmt: skip
     assert result.exit_code == 0 and result.stdout == "j1\n"
@@ -57,7 +61,7 @@ def test_send_prints_the_id_and_writes_the_job(cli, spool_dir: Path) -> None:
     assert job.eta == datetime(2029, 12, 31, 22, tzinfo=timezone.utc)
 
 
-def test_send_without_args_and_with_countdown(cli, spool_dir: Path) -> None:
+def test_send_without_args_and_with_countdown(cli, spool: Spool, spool_dir: Path) -> None:
     result = cli("send", "t", "--countdown", "60")
     job_id = result.stdout.strip()
     job = Job.from_json((spool_dir / NEW / f"{job_id}.json").read_bytes())
@@ -76,18 +80,17 @@ def test_send_without_args_and_with_countdown(cli, spool_dir: Path) -> None:
         (["t", "--id", "x" * 129], EXIT_USAGE, "longer than 128"),
         (["t", "--id", "a\tb"], EXIT_USAGE, "control character"),
         (["t", "--eta", "tomorrow"], EXIT_USAGE, "--eta is not a time"),
-        (["t", "--eta", "2030-01-01T00:00:00"], EXIT_USAGE, "no time zone"),
         (["t", "--countdown", "inf"], EXIT_USAGE, "countdown"),
         (["t", '["' + "x" * (1024 * 1024) + '"]'], EXIT_USAGE, "over the limit of 1048576 bytes"),
     ],
 )
-def test_send_refuses_bad_input_in_one_line_and_writes_nothing(cli, spool_dir: Path, args: list[str], code: int,
-                                                               fragment: str) -> None:  # fmt: skip
+def test_send_refuses_bad_input_in_one_line_and_writes_nothing(cli, spool: Spool, spool_dir: Path, args: list[str],
+                                                               code: int, fragment: str) -> None:  # fmt: skip
     assert_one_line_error(cli("send", *args), code, fragment)
     assert files_in(spool_dir / NEW) == []
 
 
-def test_send_refuses_a_duplicate_id(cli, spool_dir: Path) -> None:
+def test_send_refuses_a_duplicate_id(cli, spool: Spool, spool_dir: Path) -> None:
     assert cli("send", "t", "[1]", "--id", "dup").exit_code == 0
     assert_one_line_error(cli("send", "t", "[2]", "--id", "dup"), EXIT_USAGE, "'dup' is already queued")
     assert json.loads((spool_dir / NEW / "dup.json").read_bytes())["args"] == [1]
@@ -238,6 +241,8 @@ def test_result_prints_success_fails_on_failure_and_times_out(cli, spool_dir: Pa
 
 def test_spool_option_beats_env_beats_ini_file(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "spoolq.ini").write_text("[spoolq]\nspool = from_file\n")
+    for name in ("from_file", "from_env", "from_opt"):
+        Spool(tmp_path / name)
     assert cli("send", "t", "--id", "a", spool=False).exit_code == 0
     monkeypatch.setenv("SPOOLQ_SPOOL", str(tmp_path / "from_env"))
     assert cli("send", "t", "--id", "b", spool=False).exit_code == 0
@@ -279,6 +284,7 @@ def test_group_help_documents_exit_codes(cli) -> None:
 @pytest.mark.slow
 def test_python_m_spoolq_round_trip(tmp_path: Path) -> None:
     spool = str(tmp_path / "spool")
+    assert run_spoolq("--spool", spool, "init", cwd=tmp_path).stdout == f"created spool at {spool}\n"
     sent = run_spoolq("--spool", spool, "send", "NAME.echofunction", '["Hello World"]', cwd=tmp_path)
     assert sent.returncode == 0 and sent.stderr == ""
     job_id = sent.stdout.strip()
@@ -293,6 +299,7 @@ def test_python_m_spoolq_round_trip(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_no_colour_when_not_a_terminal(tmp_path: Path) -> None:
     spool = str(tmp_path / "spool")
+    run_spoolq("--spool", spool, "init", cwd=tmp_path)
     run_spoolq("--spool", spool, "send", "t", cwd=tmp_path)
     out = run_spoolq("--spool", spool, "status", cwd=tmp_path).stdout
     assert "\x1b[" not in out and "new" in out
@@ -302,6 +309,8 @@ def test_spool_and_config_may_follow_the_command_name(tmp_path: Path, monkeypatc
     # Given a config file naming a spool, and no SPOOLQ_* variables
     monkeypatch.chdir(tmp_path)
     (tmp_path / "other.ini").write_text("[spoolq]\nspool = from-file\n")
+    for name in ("after", "before", "from-file"):
+        Spool(tmp_path / name)
     runner = CliRunner()
     # When --spool and --config come after the command (celery's habit) or before it
     after = runner.invoke(main, ["send", "t", "--spool", str(tmp_path / "after")])
@@ -312,3 +321,205 @@ def test_spool_and_config_may_follow_the_command_name(tmp_path: Path, monkeypatc
     assert len(files_in(tmp_path / "after" / NEW)) == 1
     assert len(files_in(tmp_path / "before" / NEW)) == 1
     assert len(files_in(tmp_path / "from-file" / NEW)) == 1
+
+
+# -- footguns a newcomer hit (issue 10, item 10) ---------------------------------------------------------
+
+
+def spoolq_script() -> str:
+    """The installed ``spoolq`` console script: unlike ``python -m spoolq``, it does not put the
+    working directory on sys.path by itself."""
+    script = Path(sys.executable).with_name("spoolq")
+    assert script.is_file(), f"no console script beside {sys.executable}"
+    return str(script)
+
+
+def run_script(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([spoolq_script(), *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tasks_and_worker_find_a_module_in_the_current_directory_alike(tmp_path: Path) -> None:
+    # Given a task module in the folder the commands run from, and a job of its task
+    (tmp_path / "newcomer_tasks.py").write_text(
+        "import spoolq\n\n@spoolq.task(name='newcomer.hello')\ndef hello(path):\n    open(path, 'a').write('ran\\n')\n"
+    )
+    spool = str(tmp_path / "spool")
+    assert run_script("--spool", spool, "init", cwd=tmp_path).returncode == 0
+    assert run_script("--spool", spool, "send", "newcomer.hello", json.dumps([str(tmp_path / "ran")]),
+                      cwd=tmp_path).returncode == 0  # fmt: skip
+    # When `spoolq tasks -I` and `spoolq worker -I` run from there
+    listed = run_script("--spool", spool, "tasks", "-I", "newcomer_tasks", cwd=tmp_path)
+    worked = run_script("--spool", spool, "worker", "--burst", "-c", "1", "-I", "newcomer_tasks", cwd=tmp_path)
+    # Then both find it
+    assert listed.returncode == 0 and "newcomer.hello" in listed.stdout, listed.stderr
+    assert worked.returncode == 0, worked.stderr
+    assert (tmp_path / "ran").read_text() == "ran\n"
+
+
+def test_tasks_in_process_searches_the_current_directory(cli, tmp_path: Path) -> None:
+    (tmp_path / "inproc_tasks.py").write_text("import spoolq\n\n@spoolq.task(name='inproc.t')\ndef t():\n    pass\n")
+    result = cli("tasks", "-I", "inproc_tasks", "--json")
+    assert result.exit_code == 0, result.output
+    assert {"name": "inproc.t", "origin": "include inproc_tasks"} in json.loads(result.stdout)["tasks"]
+
+
+@pytest.mark.slow
+def test_worker_refuses_to_start_when_an_include_does_not_import(tmp_path: Path) -> None:
+    # Given a queued job and a typo in -I
+    spool = tmp_path / "spool"
+    spoolq.App(spool).send_task("tests.echo", ["hi"], task_id="waiting")
+    # When the worker starts
+    proc = run_spoolq("--spool", str(spool), "worker", "--burst", "-I", "tasks", "-I", "taks", cwd=tmp_path)
+    # Then it refuses in one line naming the module and the error, before its banner, exit 1,
+    # and the job was not touched (not failed as TaskNotFound)
+    assert proc.returncode == EXIT_JOB, proc.stdout + proc.stderr
+    assert proc.stderr == "Error: cannot load include taks: ModuleNotFoundError: No module named 'taks'\n"
+    assert proc.stdout == ""
+    assert files_in(spool / NEW) == ["waiting.json"] and files_in(spool / FAILED) == []
+
+
+@pytest.mark.slow
+def test_worker_refuses_to_start_when_an_entry_point_is_broken(tmp_path: Path) -> None:
+    from test_registry import make_extension
+
+    # Given an installed extension with a broken spoolq.tasks entry point
+    site = tmp_path / "site"
+    make_extension(site)
+    env = subprocess_env()
+    env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
+    # When the worker starts
+    proc = run_spoolq("--spool", str(tmp_path / "spool"), "worker", "--burst", cwd=tmp_path, env=env)
+    # Then it refuses, naming the entry point and the error, and creates nothing
+    assert proc.returncode == EXIT_JOB and proc.stdout == ""
+    assert not (tmp_path / "spool").exists()
+    assert proc.stderr == ("Error: cannot load entry point broken (ckanext_demo.missing:task_imports): "
+                           "ModuleNotFoundError: No module named 'ckanext_demo.missing'\n")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_second_worker_refuses_before_printing_its_banner(tmp_path: Path) -> None:
+    from worker_helpers import Worker
+
+    spool = tmp_path / "spool"
+    first = Worker(spool, "-c", "1").wait_ready()
+    try:
+        second = run_spoolq("--spool", str(spool), "worker", "-I", "tasks", cwd=tmp_path)
+    finally:
+        first.stop()
+    assert second.returncode == EXIT_SPOOL
+    assert second.stdout == ""
+    assert second.stderr == f"Error: spool {spool} is held by pid {first.pid} (another spoolq worker is running)\n"
+
+
+@pytest.mark.slow
+def test_worker_takes_celery_s_short_loglevel_in_any_case(tmp_path: Path) -> None:
+    proc = run_spoolq("--spool", str(tmp_path / "spool"), "worker", "--burst", "-I", "tasks", "-l", "warning",
+                      cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "ready:" not in proc.stderr  # an INFO line, below the level asked for
+
+
+def test_send_refuses_a_missing_spool_and_init_creates_one(cli, spool_dir: Path) -> None:
+    # Given no spool (a typo in the path, say)
+    # When a job is sent there, it is refused in one line that says how spools are made, and nothing is created
+    assert_one_line_error(cli("send", "t", "[1]"), EXIT_SPOOL, f"no spool at {spool_dir} (a worker creates it")
+    assert not spool_dir.exists()
+    # And `spoolq init` creates it (again: it says so, and changes nothing)
+    assert cli("init").stdout == f"created spool at {spool_dir}\n"
+    assert cli("init").stdout == f"spool exists at {spool_dir}\n"
+    assert cli("send", "t", "[1]", "--id", "x").exit_code == 0
+    assert files_in(spool_dir / NEW) == ["x.json"]
+
+
+def test_a_config_file_without_a_spoolq_section_is_one_line(cli, tmp_path: Path) -> None:
+    (tmp_path / "spoolq.ini").write_text("[spool]\nspool = /srv/queue\n")
+    result = cli("status", spool=False)
+    assert_one_line_error(result, EXIT_USAGE, "no [spoolq] section in the config file: it has [spool]")
+
+
+def test_send_takes_celery_s_options(cli, spool: Spool, spool_dir: Path) -> None:
+    result = cli("send", "t", "-a", '[1, "two"]', "-k", '{"x": 3}', "--id", "c1", "--max-retries", "5",
+                 "--result-ttl", "60", "--expires", "2030-01-01T00:00:00Z")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = Job.from_json((spool_dir / NEW / "c1.json").read_bytes())
+    assert (job.args, job.kwargs, job.max_retries, job.result_ttl) == ([1, "two"], {"x": 3}, 5, 60.0)
+    assert job.expires == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert cli("send", "t", "--args", "[2]", "--kwargs", "{}", "--expires", "90", "--id", "c2").exit_code == 0
+    job = Job.from_json((spool_dir / NEW / "c2.json").read_bytes())
+    assert job.args == [2] and job.expires is not None and 89 < (job.expires - job.enqueued_at).total_seconds() <= 90
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["[1]", "--args", "[2]"], "give the arguments once: ARGS_JSON or --args, not both"),
+        (["-a", "{}"], "--args must be a JSON array"),
+        (["--max-retries", "-1"], "-1 is not in the range x>=0"),
+        (["--result-ttl", "-5"], "result_ttl must be a non-negative number"),
+        (["--expires", "soon"], "--expires is not a time"),
+        (["--expires", "-3"], "expires must be a non-negative number"),
+    ],
+)
+def test_send_refuses_bad_celery_style_options(cli, spool: Spool, spool_dir: Path, args: list[str],
+                                               fragment: str) -> None:  # fmt: skip
+    result = cli("send", "t", *args)
+    assert result.exit_code == EXIT_USAGE and fragment in result.stderr, result.output
+    assert files_in(spool_dir / NEW) == []
+
+
+def test_a_naive_eta_is_utc_from_the_cli_as_from_the_api(cli, spool: Spool, spool_dir: Path) -> None:
+    assert cli("send", "t", "--eta", "2030-01-01T08:00:00", "--id", "cli").exit_code == 0
+    spoolq.App(spool_dir).send_task("t", eta=datetime(2030, 1, 1, 8, 0), task_id="api")
+    etas = {j: json.loads((spool_dir / NEW / f"{j}.json").read_bytes())["eta"] for j in ("cli", "api")}
+    assert etas == {"cli": "2030-01-01T08:00:00.000000Z", "api": "2030-01-01T08:00:00.000000Z"}
+
+
+def test_ls_delayed_shows_when_each_job_is_due(cli, spool: Spool, spool_dir: Path) -> None:
+    due = datetime(2030, 1, 1, 8, 0, tzinfo=timezone.utc)
+    job = Job(id="later", task="t", eta=due, retries=1)
+    spool.write("delayed", "20300101T080000.000000Z-later.json", job)
+    spoolq.App(spool_dir).send_task("t", task_id="now")
+    rows = {r["id"]: r for r in json.loads(cli("ls", "all", "--json").stdout)}
+    assert rows["later"]["due"] == "2030-01-01T08:00:00.000000Z" and rows["now"]["due"] is None
+    table = cli("ls", "delayed").stdout.splitlines()
+    assert table[0].split() == ["ID", "TASK", "STATE", "AGE", "DUE", "RETRIES", "LAST", "ERROR"]
+    assert "2030-01-01 08:00:00Z (in " in table[1]
+
+
+def rejected(spool: Spool, spool_dir: Path, name: str, reason: str) -> str:
+    """Reject a file named ``name`` from new/ and return the name `spoolq ls failed` prints for it."""
+    (spool_dir / NEW / name).write_text("not a job")
+    spool.reject(spool_dir / NEW / name, reason, T0)
+    listed = CliRunner().invoke(main, ["--spool", str(spool_dir), "ls", "failed", "--json"])
+    return next(r["id"] for r in json.loads(listed.stdout) if r.get("rejected"))
+
+
+@pytest.mark.parametrize("name", ["junk.json", "we ird $(x) ü..json", "a..b"])
+def test_show_delete_and_retry_take_the_name_ls_prints_for_a_rejected_file(cli, spool: Spool, spool_dir: Path,
+                                                                            name: str) -> None:  # fmt: skip
+    # Given a rejected file, as `spoolq ls failed` names it
+    bad = rejected(spool, spool_dir, name, "not valid JSON: Expecting value")
+    # Then show prints its raw name and why it was rejected
+    shown = cli("show", bad)
+    assert shown.exit_code == 0, shown.output
+    out = json.loads(shown.stdout)
+    assert out["name"] == bad and out["reason"] == "not valid JSON: Expecting value" and out["rejected"] is True
+    assert out["state"] == "failed" and out["kind"] == "file"
+    # And retry refuses in one line, saying what to do instead
+    assert_one_line_error(cli("retry", bad), EXIT_USAGE, f"{bad} is a rejected file, not a job; it cannot be retried")
+    assert "spoolq delete" in cli("retry", bad).stderr
+    # And delete removes it and its reason
+    assert cli("delete", bad).stdout == f"deleted {bad} from failed/\n"
+    assert files_in(spool_dir / FAILED) == []
+
+
+@pytest.mark.parametrize("text", ["../new/x.json", "../../etc/passwd.bad", "/etc/passwd.bad", "..bad"])
+def test_a_name_never_reaches_outside_failed(cli, spool: Spool, spool_dir: Path, tmp_path: Path, text: str) -> None:
+    (spool_dir / NEW / "x.json").write_text("{}")
+    (tmp_path / "outside.bad").write_text("keep me")
+    for command in ("show", "delete", "retry"):
+        result = cli(command, text)
+        assert result.exit_code in (EXIT_JOB, EXIT_USAGE), result.output
+    assert (spool_dir / NEW / "x.json").exists() and (tmp_path / "outside.bad").exists()

@@ -84,3 +84,24 @@ def test_missing_or_unreadable_file(tmp_path: Path) -> None:
 def test_unknown_option_key_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown configuration key 'colour'"):
         load_config(env={}, options={"colour": "blue"})
+
+
+@pytest.mark.parametrize("body, found", [("[spool]\nspool = /srv/q\n", "[spool]"),
+                                         ("[app:main]\nspoolq.spool = x\n[spoolq-x]\n", "[app:main], [spoolq-x]"),
+                                         ("[DEFAULT]\nspool = /srv/q\n", "[DEFAULT]")])  # fmt: skip
+def test_a_file_without_a_spoolq_section_is_refused_not_ignored(tmp_path: Path, body: str, found: str) -> None:
+    # Given an ini file whose settings sit in some other section (a typo, or another program's file)
+    path = tmp_path / "spoolq.ini"
+    path.write_text(body)
+    # Then reading it refuses, naming the file and the sections it has, explicitly given or found in cwd
+    for how in ({"file": path}, {"cwd": tmp_path}):
+        with pytest.raises(ConfigError) as info:
+            load_config(env={}, **how)
+        assert f"no [spoolq] section in the config file: it has {found}" in str(info.value)
+        assert str(path) in str(info.value)
+
+
+def test_an_empty_file_sets_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "spoolq.ini"
+    path.write_text("# nothing yet\n")
+    assert load_config(path, env={}).sources["spool"] == "default"
