@@ -101,6 +101,7 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
         max_tasks_per_child=config.max_tasks_per_child,
         time_limit=config.time_limit,
         soft_time_limit=config.soft_time_limit,
+        soft_time_limit_grace=config.soft_time_limit_grace,
         shutdown_timeout=config.shutdown_timeout,
         rescan_interval=config.rescan_interval,
         tmp_max_age=config.tmp_max_age,

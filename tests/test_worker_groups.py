@@ -61,8 +61,8 @@ def test_a_hard_limit_kills_the_jobs_grandchildren_and_is_charged_as_a_time_limi
         # grandchild died with the child, and the pool went on
         assert status == 0, log
         job = read_job(spool, "failed", job_id)
-        assert [(e["type"], e["message"]) for e in job["errors"]] == [
-            ("TimeLimitExceeded", "hard time limit (0.5 s) exceeded")], log
+        errors = [(e["type"], e["message"]) for e in job["errors"]]
+        assert errors == [("TimeLimitExceeded", "hard time limit (0.5 s) exceeded")], log
         assert "forkserver" not in log
         assert not _alive(_pid(out, "grandchild f"))
         assert where(spool, later) == []
@@ -81,8 +81,8 @@ def test_a_child_that_exits_leaving_a_grandchild_is_a_worker_death_not_a_lost_fo
         # Then the death is the child's, with its status, and the leftover grandchild is killed
         assert status == 0, log
         job = read_job(spool, "failed", job_id)
-        assert [(e["type"], e["message"]) for e in job["errors"]] == [
-            ("WorkerLost", "worker exited with code 3")], log
+        errors = [(e["type"], e["message"]) for e in job["errors"]]
+        assert errors == [("WorkerLost", "worker exited with code 3")], log
         assert "forkserver" not in log
         grandchild = _pid(out, "grandchild x")
         wait_for(lambda: not _alive(grandchild), what="the grandchild killed")
