@@ -13,18 +13,16 @@ group, and what is left of a group after its child died is killed too.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import multiprocessing
 import os
 import signal
 import socket
-import struct
-import termios
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from .job import Job, parse_ts
@@ -80,8 +78,6 @@ class Slot:
     limit: Limit | None = None
     tasks_done: int = 0
     killed_for: str = ""  # set when the supervisor killed the child, for the outcome
-    gone: bool = False  # the child's end has been seen (and its exit status read)
-    forkserver_lost: bool = False  # ... and it was its forkserver's death that was seen
 
     @property
     def busy(self) -> bool:
@@ -96,23 +92,6 @@ class Slot:
         self.started = now
         self.limit = self.queue[0][1] if self.queue else None
         self.deadline = now + self.limit[0] if self.limit else None
-
-    def ended(self) -> bool:
-        """Whether the child has ended; the first time it has, note whether its forkserver
-        died instead of reporting the exit.
-
-        The forkserver writes a child's exit status on the sentinel pipe; when it dies it
-        closes that pipe with nothing in it.  That is looked at before multiprocessing reads
-        the pipe, which turns both into an exit code (255 for the second).
-        """
-        if self.gone:
-            return True
-        if not wait([self.process.sentinel], 0):
-            return False
-        self.forkserver_lost = _unread(self.process.sentinel) == 0
-        self.process.join(0)
-        self.gone = True
-        return True
 
 
 @dataclass
@@ -176,7 +155,6 @@ class Pool:
         slot.outbox.clear()
         slot.queue.clear()
         slot.deadline, slot.tasks_done, slot.killed_for = None, 0, ""
-        slot.gone = slot.forkserver_lost = False
 
     def capacity(self) -> int:
         """How many jobs a child may hold: one, or a few when jobs are short.
@@ -250,7 +228,7 @@ class Pool:
         for s in self.slots:
             if s.busy and s.deadline is not None and now_mono >= s.deadline and not s.killed_for and s.limit:
                 s.killed_for = s.limit[1]
-                _kill(s)
+                _kill(s.process.pid)
 
     def collect(self, ready: set[int] | None = None) -> list[tuple[Job, Outcome, str]]:
         """Read every answer and every death; replace dead or spent children.
@@ -286,20 +264,22 @@ class Pool:
             if spent:
                 self._requeue_rest(s)
                 self._retire(s)
-            elif (ready is None or s.process.sentinel in ready) and s.ended():
-                if s.forkserver_lost:
+            elif (ready is None or s.process.sentinel in ready) and not s.process.is_alive():
+                s.process.join(0)
+                lost = s.process.exitcode == FORKSERVER_EOF and _forkserver_dying()
+                if lost:
                     # The forkserver, our only view of the child's exit, died: the child may
                     # still run.  Kill it, or its job would run twice at once once retried,
                     # and let the forkserver finish dying so that multiprocessing starts a new
                     # one instead of talking to the dead one.
-                    _kill(s)
+                    _kill(s.process.pid)
                     _await_forkserver_exit()
                 else:
-                    _kill_leftovers(s)
+                    _kill_leftovers(s.process.pid)
                 if s.busy:
                     job, _, name = s.queue.popleft()
                     self._requeue_rest(s)
-                    if s.forkserver_lost:
+                    if lost:
                         ended.append((job, Outcome(kind=DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
                                                    duration_s=time.monotonic() - s.started), name))  # fmt: skip
                     else:
@@ -340,9 +320,8 @@ class Pool:
         jobs = []
         for s in self.slots:
             if s.busy:
-                _kill(s)
-                wait([s.process.sentinel], 5)
-                s.ended()
+                _kill(s.process.pid)
+                s.process.join(5)
                 jobs.extend((job, name) for job, _, name in s.queue)
                 s.queue.clear()
         return jobs
@@ -357,12 +336,11 @@ class Pool:
                 s.conn.close()
                 s.conn = None
         deadline = time.monotonic() + timeout_s
-        for slot in [s for s in self.slots if s.process is not None] + [Slot(-1, p) for p in self._retiring]:
-            wait([slot.process.sentinel], max(0.0, deadline - time.monotonic()))
-            if not slot.ended():
-                _kill(slot)
-                wait([slot.process.sentinel], 1)
-                slot.ended()
+        for proc in [s.process for s in self.slots if s.process is not None] + self._retiring:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                _kill(proc.pid)
+                proc.join(1)
         self._retiring = []
 
     def pids(self) -> list[int]:
@@ -406,6 +384,33 @@ def died_outcome(slot: Slot) -> Outcome:
 
 
 FORKSERVER_LOST = "worker lost: the pool's forkserver died; its orphaned child was killed"
+FORKSERVER_EOF = 255  # the exit code multiprocessing gives a child whose forkserver died
+_PF_EXITING = 0x4  # in a Linux task's flags (/proc/PID/stat): set before it closes its files
+
+
+def _forkserver_dying() -> bool:
+    """Whether the pool's forkserver is exiting or has exited.
+
+    Asked when a child's exit code is 255: a child can exit so, and it is also what
+    multiprocessing reports when the forkserver closed the child's status pipe without
+    writing a status, because it died.  The kernel marks a dying process as exiting before
+    it closes any of its files, so the forkserver is seen dying the moment that pipe closes.
+    (Whether the child's own pipe is still open says nothing: what a task forked holds it.)
+    """
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if not pid:
+        return False
+    try:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except ChildProcessError:
+        return True
+    except OSError:  # pragma: no cover - no /proc: a forkserver death is not told apart
+        return False
+    return bool(int(fields[6]) & _PF_EXITING)
 
 
 def _await_forkserver_exit(timeout_s: float = 5.0) -> None:
@@ -468,13 +473,12 @@ def _answers(slot: Slot) -> list[bytes]:
     return out
 
 
-def _kill(slot: Slot) -> None:
+def _kill(pid: int) -> None:
     """SIGKILL a running child and its process group: what its job forked dies with it.
 
     Only a group the child leads is killed: until the child has made its group (the first
     thing it does, before any job) it is in the supervisor's, and then only the child is.
     """
-    pid = slot.process.pid
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
@@ -484,7 +488,7 @@ def _kill(slot: Slot) -> None:
         pass  # it ended meanwhile; its sentinel tells, and _kill_leftovers follows
 
 
-def _kill_leftovers(slot: Slot) -> None:
+def _kill_leftovers(pid: int) -> None:
     """SIGKILL what is left of the group of a child that ended: processes its jobs forked.
 
     The group's id is the dead child's pid, and Linux hands out no pid while a process group
@@ -493,14 +497,9 @@ def _kill_leftovers(slot: Slot) -> None:
     one's, and that takes tens of thousands of forks within a few milliseconds.)
     """
     try:
-        os.killpg(slot.process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _unread(fd: int) -> int:
-    """How many bytes wait in the pipe ``fd`` (0 at end of file)."""
-    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
 
 
 __all__ = ["Pool", "Slot", "died_outcome", "outcome_from_message", "wait"]

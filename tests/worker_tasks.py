@@ -60,7 +60,7 @@ def sleep(path: str, token: str, seconds: float) -> str:
 
 @spoolq.task(name="wt.die", max_retries=2, retry_delay=0.2)
 def die(path: str, token: str, how: str) -> None:
-    """Note the attempt, then end the child process ``how``: segv, exit3, sigkill, oom."""
+    """Note the attempt, then end the child process ``how``: segv, exit3, exit255, sigkill, oom."""
     note(path, f"{token} {os.getpid()}")
     if how == "segv":
         ctypes.string_at(0)
@@ -68,6 +68,8 @@ def die(path: str, token: str, how: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
     elif how == "exit3":
         os._exit(3)
+    elif how == "exit255":
+        os._exit(255)
     elif how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif how == "oom":
