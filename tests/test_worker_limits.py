@@ -1,8 +1,9 @@
 """Time limits and child recycling, with real processes.
 
 The hard limit kills the child (the job is charged an attempt with "hard time limit"), the
-soft limit raises SoftTimeLimitExceeded inside the task (which may catch it), and
-``--max-tasks-per-child`` replaces children without losing a job.
+soft limit raises SoftTimeLimitExceeded inside the task (which may catch it) and, when the
+task does not stop within the grace, kills the child the same way; ``--max-tasks-per-child``
+replaces children without losing a job.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from worker_helpers import burst, listing, read_job, where
 from worker_tasks import lines
 
 import spoolq
+from spoolq.config import KEYS
+from spoolq.pool import SOFT_LIMIT_GRACE_S, job_limit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,3 +156,13 @@ def test_the_grace_comes_from_the_configuration_and_a_shorter_hard_limit_wins(tm
     assert status == 0, log
     assert [e["message"] for e in read_job(spool, "failed", graced)["errors"]] == [GRACE_MESSAGE]
     assert [e["message"] for e in read_job(spool, "failed", hard)["errors"]] == ["hard time limit (0.4 s) exceeded"]
+
+
+def test_the_kill_deadline_is_the_hard_limit_or_the_soft_limit_plus_grace_whichever_is_first():
+    assert job_limit(None, None, 30.0) is None
+    assert job_limit(None, 5.0, 30.0) == (5.0, "hard time limit (5 s) exceeded")
+    soft_only = (3.0, "soft time limit (2 s) exceeded and the task did not stop within 1 s of grace")
+    assert job_limit(2.0, None, 1.0) == soft_only
+    assert job_limit(2.0, 10.0, 1.0)[0] == 3.0
+    assert job_limit(2.0, 3.0, 1.0) == (3.0, "hard time limit (3 s) exceeded")  # a tie: the hard limit says why
+    assert KEYS["soft_time_limit_grace"].default == SOFT_LIMIT_GRACE_S
