@@ -274,8 +274,7 @@ class Pool:
                     # one instead of talking to the dead one.
                     _kill(s.process.pid)
                     _await_forkserver_exit()
-                else:
-                    _kill_leftovers(s.process.pid)
+                _kill_leftovers(s.process.pid)
                 if s.busy:
                     job, _, name = s.queue.popleft()
                     self._requeue_rest(s)
