@@ -567,7 +567,7 @@ def result(opts: Options, job_id: str, wait: float) -> None:
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N", help="Replace a worker after N jobs.")
 @click.option("--time-limit", type=click.FloatRange(min=0), metavar="S", help="Hard limit per job: kill after S s.")
 @click.option("--soft-time-limit", type=click.FloatRange(min=0), metavar="S", help="Raise in the task after S s.")
-@click.option("--soft-time-limit-grace", type=click.FloatRange(min=0), metavar="S", help="Kill S s past it [30].")
+@click.option("--soft-time-limit-grace", type=click.FloatRange(min=0), metavar="S", help="Then kill S s later [30].")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="S", help="Grace for running jobs [30].")
 @click.option("--burst", is_flag=True, help="Exit once nothing is due.")
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
