@@ -749,6 +749,7 @@ def result(opts: Options, job_id: str, wait: float) -> None:
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N", help="Replace a worker after N jobs.")
 @click.option("--time-limit", type=click.FloatRange(min=0), metavar="S", help="Hard limit per job: kill after S s.")
 @click.option("--soft-time-limit", type=click.FloatRange(min=0), metavar="S", help="Raise in the task after S s.")
+@click.option("--soft-time-limit-grace", type=click.FloatRange(min=0), metavar="S", help="Then kill S s later [30].")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="S", help="Grace for running jobs [30].")
 @click.option("--burst", is_flag=True, help="Exit once nothing is due.")
 @click.option("-l", "--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -756,7 +757,7 @@ def result(opts: Options, job_id: str, wait: float) -> None:
 @pass_options
 def worker(opts: Options, concurrency: int | None, includes: tuple[str, ...], max_tasks_per_child: int | None,
            time_limit: float | None, soft_time_limit: float | None, shutdown_timeout: float | None, burst: bool,
-           loglevel: str | None) -> None:  # fmt: skip
+           loglevel: str | None, soft_time_limit_grace: float | None) -> None:  # fmt: skip
     """Run the supervisor and its pool of worker processes on the spool (created if missing).
 
     One worker per spool: a second one exits (status 3) naming the holder's pid.  A task
@@ -772,7 +773,7 @@ def worker(opts: Options, concurrency: int | None, includes: tuple[str, ...], ma
     config = load_config(opts.config_file, options={
         "spool": opts.spool, "concurrency": concurrency, "max_tasks_per_child": max_tasks_per_child,
         "time_limit": time_limit, "soft_time_limit": soft_time_limit, "shutdown_timeout": shutdown_timeout,
-        "loglevel": loglevel.upper() if loglevel else None,
+        "loglevel": loglevel.upper() if loglevel else None, "soft_time_limit_grace": soft_time_limit_grace,
     })  # fmt: skip
     from .supervisor import run_worker
 

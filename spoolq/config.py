@@ -94,6 +94,7 @@ KEYS: dict[str, Key] = {
     "max_tasks_per_child": Key(_optional(_positive_int), None, "replace a worker process after this many jobs"),
     "time_limit": Key(_optional(_seconds), None, "hard time limit per job in seconds: the worker is killed"),
     "soft_time_limit": Key(_optional(_seconds), None, "soft time limit per job in seconds: raised in the task"),
+    "soft_time_limit_grace": Key(_seconds, 30.0, "seconds a task may run past its soft time limit before it is killed"),
     "shutdown_timeout": Key(_seconds, 30.0, "seconds running jobs get to finish on SIGTERM"),
     "burst_horizon": Key(_seconds, 60.0, "with --burst, wait for delayed jobs due within this many seconds"),
     "rescan_interval": Key(_seconds, 5.0, "seconds between safety rescans of new/ and ready/"),

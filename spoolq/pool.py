@@ -5,6 +5,10 @@ preloaded, so a replacement starts in milliseconds and inherits none of the supe
 descriptors (its spool lock in particular).  Each child has a duplex pipe; the supervisor waits
 on the pipes and on the process sentinels at once, so an answer and a death are both seen
 without polling.  A dead child fails (or retries) only its own job and is replaced.
+
+Each child leads its own process group (see ``runner.child_main``), so the processes its
+jobs fork share it: every kill the pool makes (a time limit, shutdown, stop) is a kill of the
+group, and what is left of a group after its child died is killed too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from .job import Job, parse_ts
@@ -27,6 +32,28 @@ from .runner import HEADER, LONG_HEADER, child_main, frame, job_message
 # Jobs a child may hold at once while jobs are short (see Pool.capacity).
 PREFETCH = 16
 PREFETCH_BELOW_S = 0.005
+
+# How long a task that does not stop at its soft time limit is given before it is killed,
+# unless configured (``soft_time_limit_grace``).
+SOFT_LIMIT_GRACE_S = 30.0
+
+Limit = tuple[float, str]  # (seconds after the job starts, why the child is killed then)
+
+
+def job_limit(soft_s: float | None, hard_s: float | None, grace_s: float) -> Limit | None:
+    """When a job's child is killed, and the cause to record: at the hard limit, or at the
+    soft limit plus the grace, whichever comes first (None: never).
+
+    A soft limit only raises inside the task, which can catch it, ignore SIGALRM or sit in C
+    code; without this deadline such a task would hold its worker process for ever.
+    """
+    limits = []
+    if hard_s:
+        limits.append((hard_s, f"hard time limit ({hard_s:g} s) exceeded"))
+    if soft_s:
+        limits.append((soft_s + grace_s, f"soft time limit ({soft_s:g} s) exceeded and the task did not stop "
+                                         f"within {grace_s:g} s of grace"))  # fmt: skip
+    return min(limits, key=lambda limit: limit[0]) if limits else None
 
 
 @dataclass
@@ -45,10 +72,10 @@ class Slot:
     sock: socket.socket | None = None  # the same pipe, for non-blocking reads of answers
     buf: bytearray = field(default_factory=bytearray)  # answer bytes not yet a whole frame
     outbox: bytearray = field(default_factory=bytearray)  # jobs handed over, sent by Pool.flush
-    queue: deque[tuple[Job, float | None, str]] = field(default_factory=deque)  # (job, hard limit, ready/ name)
+    queue: deque[tuple[Job, Limit | None, str]] = field(default_factory=deque)  # (job, limit, ready/ name)
     started: float = 0.0  # monotonic seconds the first job started
-    deadline: float | None = None  # monotonic seconds of the first job's hard limit
-    hard_limit: float | None = None
+    deadline: float | None = None  # monotonic seconds when the first job's child is killed
+    limit: Limit | None = None
     tasks_done: int = 0
     killed_for: str = ""  # set when the supervisor killed the child, for the outcome
 
@@ -63,8 +90,8 @@ class Slot:
 
     def _start_head(self, now: float) -> None:
         self.started = now
-        self.hard_limit = self.queue[0][1] if self.queue else None
-        self.deadline = now + self.hard_limit if self.queue and self.hard_limit else None
+        self.limit = self.queue[0][1] if self.queue else None
+        self.deadline = now + self.limit[0] if self.limit else None
 
 
 @dataclass
@@ -75,11 +102,14 @@ class Pool:
         size: how many children.
         modules: task modules each child imports (the supervisor's registry's list).
         max_tasks_per_child: replace a child after this many jobs (None: never).
+        soft_grace_s: seconds a job may run past its soft time limit before its child is
+            killed.
     """
 
     size: int
     modules: list[str]
     max_tasks_per_child: int | None = None
+    soft_grace_s: float = SOFT_LIMIT_GRACE_S
     spool_root: str = ""  # children claim and discard jobs in this spool
     fsync: bool = True
     spool_identity: tuple[int, int] | None = None  # (st_dev, st_ino) the children check they found
@@ -165,7 +195,7 @@ class Pool:
         msg = job_message(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
                           max_retries=job.max_retries, soft_time_limit=soft_limit, claim=name, discard=discard)
         slot.outbox += frame(msg)
-        slot.queue.append((job, hard_limit, name))
+        slot.queue.append((job, job_limit(soft_limit, hard_limit, self.soft_grace_s), name))
         if len(slot.queue) == 1:
             slot._start_head(time.monotonic())
 
@@ -190,17 +220,17 @@ class Pool:
         return out
 
     def next_deadline(self) -> float | None:
-        """The earliest hard-limit deadline of a running job (monotonic seconds)."""
+        """The earliest time a running job's child is to be killed (monotonic seconds)."""
         deadlines = [s.deadline for s in self.slots if s.busy and s.deadline is not None]
         return min(deadlines) if deadlines else None
 
     def enforce_limits(self, now_mono: float) -> None:
-        """Kill the children whose job ran past its hard time limit; :meth:`collect` then
-        reports the death with that cause."""
+        """Kill the children whose job ran past its limit (see :func:`job_limit`), with
+        everything the job forked; :meth:`collect` then reports the death with that cause."""
         for s in self.slots:
-            if s.busy and s.deadline is not None and now_mono >= s.deadline and not s.killed_for:
-                s.killed_for = f"hard time limit ({s.hard_limit:g} s) exceeded"
-                _kill(s.process)
+            if s.busy and s.deadline is not None and now_mono >= s.deadline and not s.killed_for and s.limit:
+                s.killed_for = s.limit[1]
+                _kill(s.process.pid)
 
     def collect(self, ready: set[int] | None = None) -> list[tuple[Job, Outcome, str]]:
         """Read every answer and every death; replace dead or spent children.
@@ -238,18 +268,19 @@ class Pool:
                 self._retire(s)
             elif (ready is None or s.process.sentinel in ready) and not s.process.is_alive():
                 s.process.join(0)
-                # A child that still holds its pipe open is alive: it is the forkserver (our
-                # only view of its exit) that died.  Kill the orphan, or its job would run
-                # twice at once once retried, and let the forkserver finish dying so that
-                # multiprocessing starts a new one instead of talking to the dead one.
-                orphaned = _connected(s.conn)
-                if orphaned:
-                    _kill(s.process)
+                lost = s.process.exitcode == FORKSERVER_EOF and _forkserver_dying()
+                if lost:
+                    # The forkserver, our only view of the child's exit, died: the child may
+                    # still run.  Kill it, or its job would run twice at once once retried,
+                    # and let the forkserver finish dying so that multiprocessing starts a new
+                    # one instead of talking to the dead one.
+                    _kill(s.process.pid)
                     _await_forkserver_exit()
+                _kill_leftovers(s.process.pid)
                 if s.busy:
                     job, _, name = s.queue.popleft()
                     self._requeue_rest(s)
-                    if orphaned:
+                    if lost:
                         ended.append((job, Outcome(kind=DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
                                                    duration_s=time.monotonic() - s.started), name))  # fmt: skip
                     else:
@@ -290,7 +321,7 @@ class Pool:
         jobs = []
         for s in self.slots:
             if s.busy:
-                _kill(s.process)
+                _kill(s.process.pid)
                 s.process.join(5)
                 jobs.extend((job, name) for job, _, name in s.queue)
                 s.queue.clear()
@@ -309,7 +340,7 @@ class Pool:
         for proc in [s.process for s in self.slots if s.process is not None] + self._retiring:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                _kill(proc)
+                _kill(proc.pid)
                 proc.join(1)
         self._retiring = []
 
@@ -354,6 +385,33 @@ def died_outcome(slot: Slot) -> Outcome:
 
 
 FORKSERVER_LOST = "worker lost: the pool's forkserver died; its orphaned child was killed"
+FORKSERVER_EOF = 255  # the exit code multiprocessing gives a child whose forkserver died
+_PF_EXITING = 0x4  # in a Linux task's flags (/proc/PID/stat): set before it closes its files
+
+
+def _forkserver_dying() -> bool:
+    """Whether the pool's forkserver is exiting or has exited.
+
+    Asked when a child's exit code is 255: a child can exit so, and it is also what
+    multiprocessing reports when the forkserver closed the child's status pipe without
+    writing a status, because it died.  The kernel marks a dying process as exiting before
+    it closes any of its files, so the forkserver is seen dying the moment that pipe closes.
+    (Whether the child's own pipe is still open says nothing: what a task forked holds it.)
+    """
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if not pid:
+        return False
+    try:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except ChildProcessError:
+        return True
+    except OSError:  # pragma: no cover - no /proc: a forkserver death is not told apart
+        return False
+    return bool(int(fields[6]) & _PF_EXITING)
 
 
 def _await_forkserver_exit(timeout_s: float = 5.0) -> None:
@@ -416,20 +474,32 @@ def _answers(slot: Slot) -> list[bytes]:
     return out
 
 
-def _connected(conn: Connection | None) -> bool:
-    """Whether the other end of the pipe is still open (no answer waiting, no EOF)."""
-    if conn is None:
-        return False
+def _kill(pid: int) -> None:
+    """SIGKILL a running child and its process group: what its job forked dies with it.
+
+    Only a group the child leads is killed: until the child has made its group (the first
+    thing it does, before any job) it is in the supervisor's, and then only the child is.
+    """
     try:
-        return not conn.poll()
-    except (EOFError, OSError):
-        return False
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # it ended meanwhile; its sentinel tells, and _kill_leftovers follows
 
 
-def _kill(proc: Any) -> None:
+def _kill_leftovers(pid: int) -> None:
+    """SIGKILL what is left of the group of a child that ended: processes its jobs forked.
+
+    The group's id is the dead child's pid, and Linux hands out no pid while a process group
+    of that number has a member: the group found is the child's, or there is none.  (Only
+    a whole wrap of the pid space between the death and this call could make it another
+    one's, and that takes tens of thousands of forks within a few milliseconds.)
+    """
     try:
-        os.kill(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, TypeError):
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -196,6 +196,28 @@ def handle(registry: Registry, spool: Spool, msg: dict, refusal: str | None = No
     return outcome
 
 
+def _lead_a_group() -> None:
+    """Make this child the leader of a new process group, which what its jobs fork joins.
+
+    The supervisor kills a child with its whole group (time limits, shutdown), so that a
+    task's own processes die with it rather than run on, unsupervised, beside its retry.
+    """
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # pragma: no cover - only a session leader is refused, which a child is not
+        pass
+
+
+def _end_group() -> None:
+    """SIGKILL this child's process group, the child itself included: how a child ends.
+
+    Whatever a job forked and left running would otherwise outlive the process that
+    answers for it.  Only a group this child leads (see :func:`_lead_a_group`) is killed.
+    """
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+
+
 def _die_with_supervisor(conn: Any, spool: Spool) -> None:
     """Exit the moment the supervisor's end of the pipe closes, even in the middle of a job.
 
@@ -204,7 +226,8 @@ def _die_with_supervisor(conn: Any, spool: Spool) -> None:
     remove the file that the next supervisor has recovered and handed out again, and one
     with prefetched jobs would claim them behind the next supervisor's back.  A thread that
     sleeps in poll() for the hang-up costs nothing until then.  Finished jobs already
-    renamed into ``tmp/`` are still unlinked first (a retired child's last ones).
+    renamed into ``tmp/`` are still unlinked first (a retired child's last ones); then the
+    child's process group is killed, so what its job forked stops too.
     """
     hangup = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
     watch = select.poll()
@@ -218,6 +241,7 @@ def _die_with_supervisor(conn: Any, spool: Spool) -> None:
                 continue
             if any(ev & (hangup | select.POLLERR | select.POLLNVAL) for _, ev in events):
                 spool.close()
+                _end_group()
                 os._exit(0)
 
     threading.Thread(target=wait_for_hangup, name="spoolq-hangup", daemon=True).start()
@@ -228,8 +252,10 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
     """The pool child's loop: import the task modules, then answer jobs until EOF.
 
     SIGINT and SIGTERM are ignored: a Ctrl-C or a group-wide TERM reaches the supervisor,
-    which decides when a running job must stop (and kills the child then).
+    which decides when a running job must stop (and kills the child then).  The child leads
+    its own process group, and ends by killing it.
     """
+    _lead_a_group()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -269,6 +295,7 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
         return  # the supervisor is gone
     finally:
         spool.close()  # finish the unlinks of discarded jobs
+        _end_group()
 
 
 class _Answers:

@@ -45,7 +45,7 @@ from typing import Any
 from .errors import HardLinked, JobFormatError, JobNotFound, SpoolError, SpoolGone
 from .faults import Faults
 from .job import STAMP_LEN, Job, make_error, utcnow
-from .pool import Pool
+from .pool import SOFT_LIMIT_GRACE_S, Pool
 from .registry import Registry
 from .replay import drop_replayed_copy
 from .retry import CLASH, DELAY, DELETE, DIED, FAIL, GONE, KEEP, SUCCESS, UNCLAIMED, Outcome, decide
@@ -102,7 +102,8 @@ class Supervisor:
         spool: the spool.
         registry: the tasks (the children import ``registry.modules``).
         concurrency: pool size.
-        max_tasks_per_child, time_limit, soft_time_limit: see ``spoolq worker --help``.
+        max_tasks_per_child, time_limit, soft_time_limit, soft_time_limit_grace: see
+            ``spoolq worker --help``.
         shutdown_timeout: seconds running jobs get to finish after SIGTERM/SIGINT.
         rescan_interval: seconds between safety rescans of ``new/``.
         tmp_max_age: seconds after which files in ``tmp/`` are stale.
@@ -122,6 +123,7 @@ class Supervisor:
         max_tasks_per_child: int | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        soft_time_limit_grace: float = SOFT_LIMIT_GRACE_S,
         shutdown_timeout: float = 30.0,
         rescan_interval: float = 5.0,
         tmp_max_age: float = 3600.0,
@@ -134,7 +136,7 @@ class Supervisor:
         self.spool = spool
         self.registry = registry
         self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child, spool_root=str(spool.path),
-                         fsync=spool.fsync)
+                         fsync=spool.fsync, soft_grace_s=soft_time_limit_grace)
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
         self.shutdown_timeout = shutdown_timeout

@@ -42,7 +42,8 @@ def banner(config: Config, registry: Registry, concurrency: int, burst: bool) ->
         f"  config:       {config.file or 'none (defaults and environment)'}",
         f"  concurrency:  {concurrency} processes"
         + (f", max {config.max_tasks_per_child} tasks per child" if config.max_tasks_per_child else ""),
-        f"  time limits:  soft {_limit(config.soft_time_limit)}, hard {_limit(config.time_limit)}",
+        f"  time limits:  soft {_limit(config.soft_time_limit)}, hard {_limit(config.time_limit)}, "
+        f"{config.soft_time_limit_grace:g} s of grace after a soft limit",
         f"  durability:   {'fsync on' if config.fsync else 'fsync OFF (not power-loss safe)'}",
         f"  mode:         {'burst (exit when idle)' if burst else 'daemon'}",
         "[tasks]",
@@ -114,6 +115,7 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
         max_tasks_per_child=config.max_tasks_per_child,
         time_limit=config.time_limit,
         soft_time_limit=config.soft_time_limit,
+        soft_time_limit_grace=config.soft_time_limit_grace,
         shutdown_timeout=config.shutdown_timeout,
         rescan_interval=config.rescan_interval,
         tmp_max_age=config.tmp_max_age,

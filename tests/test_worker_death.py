@@ -24,6 +24,7 @@ CAUSES = {
     "segv": ("WorkerLost", "worker died: signal 11 (SIGSEGV)"),
     "segv_signal": ("WorkerLost", "worker died: signal 11 (SIGSEGV)"),
     "exit3": ("WorkerLost", "worker exited with code 3"),
+    "exit255": ("WorkerLost", "worker exited with code 255"),  # what a dead forkserver also gives
     "sigkill": ("WorkerLost", "worker died: signal 9 (SIGKILL)"),
     "oom": ("MemoryError", "worker out of memory (MemoryError)"),
 }

@@ -1,8 +1,9 @@
 """Time limits and child recycling, with real processes.
 
 The hard limit kills the child (the job is charged an attempt with "hard time limit"), the
-soft limit raises SoftTimeLimitExceeded inside the task (which may catch it), and
-``--max-tasks-per-child`` replaces children without losing a job.
+soft limit raises SoftTimeLimitExceeded inside the task (which may catch it) and, when the
+task does not stop within the grace, kills the child the same way; ``--max-tasks-per-child``
+replaces children without losing a job.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from worker_helpers import burst, listing, read_job, where
 from worker_tasks import lines
 
 import spoolq
+from spoolq.config import KEYS
+from spoolq.pool import SOFT_LIMIT_GRACE_S, job_limit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,3 +117,52 @@ def test_a_long_job_behind_short_ones_does_not_time_out_a_short_ones_hard_limit(
     assert "TimeLimitExceeded" not in log
     assert "end long" in lines(out)
     assert len([ln for ln in lines(out) if ln[:1] in "ab"]) == 120
+
+
+GRACE_MESSAGE = "soft time limit (0.3 s) exceeded and the task did not stop within 0.5 s of grace"
+
+
+@pytest.mark.parametrize("how", ["catch", "ignore", "c_loop"])
+def test_a_task_that_outlives_its_soft_limit_is_killed_after_the_grace_and_charged(tmp_path, how):
+    # Given a task with only a soft limit (0.3 s) that does not stop when it passes: it
+    # catches SoftTimeLimitExceeded and goes on, ignores SIGALRM, or sits in C code
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    job_id = app.send_task("wt.stubborn", args=[out, "s", how]).id  # max_retries=1
+
+    # When the worker runs it with half a second of grace
+    status, _, log = burst(spool, "-c", "1", "--soft-time-limit-grace", "0.5")
+
+    # Then each attempt is killed after the soft limit plus the grace and charged, so the
+    # job is retried once and fails, instead of holding a worker process for ever
+    assert status == 0, log
+    job = read_job(spool, "failed", job_id)
+    assert [(e["type"], e["message"]) for e in job["errors"]] == [("TimeLimitExceeded", GRACE_MESSAGE)] * 2
+    attempts = [ln.split()[1] for ln in lines(out) if ln.startswith("s ")]
+    assert len(set(attempts)) == 2  # each attempt in a new child
+    if how == "catch":
+        assert lines(out).count("caught s") == 2  # the soft limit did come first
+
+
+def test_the_grace_comes_from_the_configuration_and_a_shorter_hard_limit_wins(tmp_path):
+    spool, out = tmp_path / "spool", str(tmp_path / "ran")
+    app = spoolq.App(spool)
+    graced = app.send_task("wt.stubborn", args=[out, "g", "catch"], max_retries=0).id
+    hard = app.send_task("wt.stubborn", args=[out, "h", "catch"], max_retries=0, time_limit=0.4).id
+    (tmp_path / "spoolq.ini").write_text("[spoolq]\nsoft_time_limit_grace = 0.5\n")
+
+    status, _, log = burst(spool, "-c", "1")  # the worker runs in tmp_path, beside spoolq.ini
+
+    assert status == 0, log
+    assert [e["message"] for e in read_job(spool, "failed", graced)["errors"]] == [GRACE_MESSAGE]
+    assert [e["message"] for e in read_job(spool, "failed", hard)["errors"]] == ["hard time limit (0.4 s) exceeded"]
+
+
+def test_the_kill_deadline_is_the_hard_limit_or_the_soft_limit_plus_grace_whichever_is_first():
+    assert job_limit(None, None, 30.0) is None
+    assert job_limit(None, 5.0, 30.0) == (5.0, "hard time limit (5 s) exceeded")
+    soft_only = (3.0, "soft time limit (2 s) exceeded and the task did not stop within 1 s of grace")
+    assert job_limit(2.0, None, 1.0) == soft_only
+    assert job_limit(2.0, 10.0, 1.0)[0] == 3.0
+    assert job_limit(2.0, 3.0, 1.0) == (3.0, "hard time limit (3 s) exceeded")  # a tie: the hard limit says why
+    assert KEYS["soft_time_limit_grace"].default == SOFT_LIMIT_GRACE_S

@@ -9,6 +9,7 @@ survives the child's death.  That file is how a test knows a job ran, and how of
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import resource
 import signal
@@ -59,7 +60,7 @@ def sleep(path: str, token: str, seconds: float) -> str:
 
 @spoolq.task(name="wt.die", max_retries=2, retry_delay=0.2)
 def die(path: str, token: str, how: str) -> None:
-    """Note the attempt, then end the child process ``how``: segv, exit3, sigkill, oom."""
+    """Note the attempt, then end the child process ``how``: segv, exit3, exit255, sigkill, oom."""
     note(path, f"{token} {os.getpid()}")
     if how == "segv":
         ctypes.string_at(0)
@@ -67,6 +68,8 @@ def die(path: str, token: str, how: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
     elif how == "exit3":
         os._exit(3)
+    elif how == "exit255":
+        os._exit(255)
     elif how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif how == "oom":
@@ -136,3 +139,46 @@ def fail_loudly(self, path: str, token: str, pad: str) -> None:
         deep(60)
     except ConnectionError as e:
         self.retry(exc=e, countdown=0.01)
+
+
+def _fork_sleeper(path: str, token: str, seconds: float) -> int:
+    """Fork a grandchild that notes ``grandchild token pid`` and sleeps; it keeps every
+    descriptor the pool child had (its pipe to the supervisor too), as a bare fork does."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            note(path, f"grandchild {token} {os.getpid()}")
+            time.sleep(seconds)
+        finally:
+            os._exit(0)
+    return pid
+
+
+@spoolq.task(name="wt.fork", max_retries=0)
+def fork(path: str, token: str, seconds: float, then: str = "sleep") -> None:
+    """Fork a grandchild (see :func:`_fork_sleeper`), note ``start token pid``, then
+    ``then``: sleep as long as the grandchild, or exit3 (the child ends, the grandchild stays)."""
+    _fork_sleeper(path, token, seconds)
+    note(path, f"start {token} {os.getpid()}")
+    if then == "exit3":
+        os._exit(3)
+    time.sleep(seconds)
+
+
+@spoolq.task(name="wt.stubborn", soft_time_limit=0.3, max_retries=1, retry_delay=0.1)
+def stubborn(path: str, token: str, how: str) -> None:
+    """Note the attempt, then refuse to stop at the soft limit ``how``: catch
+    SoftTimeLimitExceeded and go on (catch), ignore SIGALRM (ignore), or spin in C code that
+    never returns to the interpreter, where no Python signal handler can run (c_loop)."""
+    note(path, f"{token} {os.getpid()}")
+    if how == "ignore":
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if how == "c_loop":
+                sum(itertools.repeat(1, 10**11))  # minutes in one C call
+            else:
+                time.sleep(120)
+        except spoolq.SoftTimeLimitExceeded:
+            note(path, f"caught {token}")
