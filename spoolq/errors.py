@@ -78,7 +78,23 @@ class JobNotFound(SpoolqError):
 
 
 class SpoolError(SpoolqError):
-    """The spool directory cannot be used: missing, unsafe, unwritable or full."""
+    """The spool directory cannot be used: missing, unsafe, unwritable or full.
+
+    ``errno`` is the operating system's error number when one caused it (EACCES, ENOSPC,
+    EROFS...), else None.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class NameTaken(SpoolError):
+    """A file with the name a write or move was to use is already there (nothing was changed)."""
+
+
+class JobGone(SpoolError):
+    """The file a move, read or removal was for is not there (another process moved it)."""
 
 
 class SpoolGone(SpoolError):

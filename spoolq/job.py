@@ -1,7 +1,8 @@
-"""The job record and its one JSON codec (job format version 1).
+"""The job record (job format version 1): its fields, their checks, its transitions.
 
-A job is what a file in the spool says, nothing more: this module turns bytes into a frozen
-:class:`Job` and back, and computes the next version of a job after an outcome.  It never
+A job is what a file in the spool says, nothing more: this module turns a decoded file into a
+frozen :class:`Job` and back (the bytes are :mod:`spoolq.codec`'s), checks ids and arguments,
+and computes the next version of a job after an outcome.  It never
 touches files or reads the clock; every transition takes ``now``, so the same inputs give the
 same file.  Fields this version does not know are kept in ``extra`` and written back unchanged,
 so a job written by a newer producer survives every move made by an older supervisor.
@@ -14,10 +15,13 @@ import json
 import math
 import re
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
+from .clock import utcnow
+from .codec import decode_json, encode_json, format_ts, parse_ts
 from .errors import InvalidJobId, JobFormatError
+from .history import bound_history
 
 FORMAT_VERSION = 1
 MAX_ID_CHARS = 128
@@ -26,72 +30,12 @@ MAX_ID_CHARS = 128
 MAX_ID_BYTES = 200
 MAX_TASK_NAME_CHARS = 200
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
-# Deeper JSON than this is refused before Python's recursion limit turns it into a crash.
-MAX_NESTING = 64
-# A job's error history is bounded, so that a job never outgrows the size limit by retrying:
-# the first error (the original cause) and the latest ones are kept, the ones between are
-# summarised in one entry, long messages and tracebacks are cut (their ends kept).  Records
-# outside new/ may exceed max_job_size by at most this much (see Spool.record_limit).
-MAX_HISTORY_BYTES = 64 * 1024
-MAX_ERRORS_KEPT = 10
-MAX_MESSAGE_CHARS = 1000
-MAX_TRACEBACK_CHARS = 4000
-MAX_TYPE_CHARS = 200
-
-UTC = timezone.utc
-_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
-STAMP_LEN = len("20261125T031500.123456Z")
 
 _KNOWN = (
     "v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "retries", "max_retries",
     "errors", "priority", "expires", "time_limit", "queue", "result_ttl", "result", "finished_at",
     "result_expires",
 )  # fmt: skip
-
-
-def utcnow() -> datetime:
-    """The current time as an aware UTC datetime (the only clock read in this module's users)."""
-    return datetime.now(UTC)
-
-
-def format_ts(dt: datetime) -> str:
-    """A timestamp as the job file writes it: ISO 8601, UTC, microseconds, ``Z``."""
-    # Not strftime: glibc's %Y does not zero-pad years before 1000, which then cannot be read back.
-    d = as_utc(dt)
-    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}Z"
-
-
-def stamp(dt: datetime) -> str:
-    """A timestamp as file names carry it: sorts as text, reads as a time."""
-    d = as_utc(dt)
-    return f"{d.year:04d}{d.month:02d}{d.day:02d}T{d.hour:02d}{d.minute:02d}{d.second:02d}.{d.microsecond:06d}Z"
-
-
-def parse_stamp(text: str) -> datetime:
-    """Reverse of :func:`stamp`; raises ValueError on anything else."""
-    return datetime.strptime(text, _STAMP_FORMAT).replace(tzinfo=UTC)
-
-
-def parse_ts(text: str) -> datetime:
-    """Read a timestamp written by :func:`format_ts`, or any ISO 8601 time with an offset.
-
-    A time without an offset is refused rather than guessed: a job written by a shell script
-    in local time would otherwise run hours early or late.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"expected a timestamp string, got {type(text).__name__}")
-    value = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
-    dt = datetime.fromisoformat(value)
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone (end it with Z)")
-    return dt.astimezone(UTC)
-
-
-def as_utc(dt: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is taken as UTC, as Celery does with enable_utc."""
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
 
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_:@+=-][A-Za-z0-9_.:@+=-]{0,127}")
@@ -158,7 +102,6 @@ def check_json_args(args: Any, kwargs: Any) -> tuple[list, dict]:
 
 
 _CHECKER = json.JSONEncoder(allow_nan=False)  # one instance: json.dumps builds one per call
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
 def _check_json_value(value: Any, what: str) -> None:
@@ -354,152 +297,6 @@ class Job:
 def make_error(exc_type: str, message: str, traceback_text: str, *, attempt: int, at: datetime) -> dict:
     """One entry of a job's error history."""
     return {"at": format_ts(at), "attempt": attempt, "type": exc_type, "message": message, "traceback": traceback_text}
-
-
-def _cut(text: Any, limit: int, *, keep_head: int) -> Any:
-    """``text`` cut to about ``limit`` characters, its head and tail kept, saying how much
-    went; anything but a string is left as it is."""
-    if not isinstance(text, str) or len(text) <= limit:
-        return text
-    tail = limit - keep_head
-    cut = len(text) - keep_head - tail
-    return f"{text[:keep_head]}\n[... {cut} characters cut to keep the job file small ...]\n{text[-tail:]}"
-
-
-def _trim(error: dict) -> dict:
-    out = dict(error)
-    out["type"] = _cut(out.get("type"), MAX_TYPE_CHARS, keep_head=MAX_TYPE_CHARS // 2)
-    out["message"] = _cut(out.get("message"), MAX_MESSAGE_CHARS, keep_head=MAX_MESSAGE_CHARS // 2)
-    # The end of a traceback (the raising frame and the error) matters most.
-    out["traceback"] = _cut(out.get("traceback"), MAX_TRACEBACK_CHARS, keep_head=MAX_TRACEBACK_CHARS // 4)
-    return out
-
-
-def _summary(errors: list[dict]) -> dict:
-    """One entry standing for several: how many, of which types, over which attempts."""
-    count = sum(int(e.get("summarised") or 1) for e in errors)
-    types: dict[str, int] = {}
-    for e in errors:
-        for name, n in (e.get("types") or {str(e.get("type")): 1}).items():
-            key = str(name)[:MAX_TYPE_CHARS]
-            types[key] = types.get(key, 0) + (n if isinstance(n, int) else 1)
-    first, last = errors[0], errors[-1]
-    kinds = ", ".join(f"{name} x{n}" for name, n in sorted(types.items(), key=lambda kv: -kv[1])[:10])
-    return {
-        "at": first.get("at"),
-        "attempt": first.get("attempt"),
-        "type": "SummarisedErrors",
-        "message": f"{count} errors of attempts {first.get('attempt')} to {last.get('attempt')} summarised "
-        f"to keep the job file small ({kinds}); the last was: {_cut(str(last.get('message')), 200, keep_head=100)}",
-        "traceback": "",
-        "summarised": count,
-        "types": dict(sorted(types.items(), key=lambda kv: -kv[1])[:20]),
-        "until": last.get("at"),
-    }
-
-
-def _history_size(errors: Any) -> int:
-    return len(encode_json(list(errors)))
-
-
-def bound_history(errors: tuple[dict, ...] | list[dict]) -> tuple[dict, ...]:
-    """An error history that fits :data:`MAX_HISTORY_BYTES`, saying what it left out.
-
-    Long texts are cut (:data:`MAX_MESSAGE_CHARS`, :data:`MAX_TRACEBACK_CHARS`); of more
-    than :data:`MAX_ERRORS_KEPT` entries the first and the latest are kept whole and those
-    between become one ``SummarisedErrors`` entry (count, types, attempts); then, while still
-    too large, more are folded into it, and as a last resort entries lose their tracebacks
-    and fields this version does not know.
-    """
-    entries = [_trim(e) for e in errors]
-    if len(entries) > MAX_ERRORS_KEPT:
-        keep_last = MAX_ERRORS_KEPT - 2
-        entries = [entries[0], _summary(entries[1:-keep_last]), *entries[-keep_last:]]
-    if _history_size(entries) <= MAX_HISTORY_BYTES:
-        return tuple(entries)
-    while len(entries) > 3 and _history_size(entries) > MAX_HISTORY_BYTES:
-        entries = [entries[0], _summary(entries[1:3]), *entries[3:]]
-    if _history_size(entries) > MAX_HISTORY_BYTES:  # foreign entries with huge fields of their own
-        entries = [_bare(e) for e in entries]
-    return tuple(entries)
-
-
-def _bare(error: dict) -> dict:
-    """An entry reduced to short known fields: the last resort of :func:`bound_history`."""
-    attempt = error.get("attempt")
-    return {
-        "at": _cut(str(error.get("at")), 64, keep_head=32),
-        "attempt": attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
-        "type": _cut(str(error.get("type")), MAX_TYPE_CHARS, keep_head=MAX_TYPE_CHARS // 2),
-        "message": _cut(str(error.get("message")), MAX_MESSAGE_CHARS, keep_head=MAX_MESSAGE_CHARS // 2),
-        "traceback": "",
-    }
-
-
-# -- JSON helpers ------------------------------------------------------------------------
-
-
-def encode_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON, readable with ``cat``; NaN and Infinity are refused."""
-    try:
-        return _ENCODER.encode(value).encode("utf-8") + b"\n"
-    except UnicodeEncodeError:
-        # A lone surrogate cannot be UTF-8; escaped, it still round-trips through json.
-        return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(", ", ": ")).encode() + b"\n"
-    except (TypeError, ValueError) as exc:
-        raise JobFormatError(f"not JSON-serializable: {exc}") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise JobFormatError(f"{name} is not valid JSON")
-
-
-def decode_json(data: bytes | str) -> Any:
-    """Parse JSON strictly, without letting deep nesting or NaN through."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JobFormatError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    if _nesting(data) > MAX_NESTING:
-        raise JobFormatError(f"JSON nested deeper than {MAX_NESTING} levels")
-    try:
-        return json.loads(data, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise JobFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:  # e.g. an integer over Python's 4300-digit conversion limit
-        raise JobFormatError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise JobFormatError("JSON nested too deeply") from None
-
-
-def _nesting(text: str) -> int:
-    """Maximum bracket depth ignoring brackets inside strings, or an upper bound of it when
-    that bound is already within :data:`MAX_NESTING` (a cheap pre-check)."""
-    openers = text.count("[") + text.count("{")
-    if openers <= MAX_NESTING:
-        return openers  # cannot nest deeper than it has openers: skip the walk (the common case)
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_NESTING:
-                    return deepest
-        elif ch in "]}":
-            depth -= 1
-    return deepest
 
 
 def _finite(value: int | float) -> bool:

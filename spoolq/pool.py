@@ -1,4 +1,4 @@
-"""The worker pool: N child processes, each running one job at a time.
+"""The pool: N child processes, each running one job at a time.
 
 Children are started through ``multiprocessing``'s forkserver, with the task modules
 preloaded, so a replacement starts in milliseconds and inherits none of the supervisor's file
@@ -6,14 +6,12 @@ descriptors (its spool lock in particular).  Each child has a duplex pipe; the s
 on the pipes and on the process sentinels at once, so an answer and a death are both seen
 without polling.  A dead child fails (or retries) only its own job and is replaced.
 
-Each child leads its own process group (see ``runner.child_main``), so the processes its
-jobs fork share it: every kill the pool makes (a time limit, shutdown, stop) is a kill of the
-group, and what is left of a group after its child died is killed too.
+Each child leads its own process group, killed whole (see :mod:`spoolq.procs`).  Time is
+the injected clock's: a test steps it past a job's limit and sees the child killed.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -21,13 +19,14 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Any
 
-from .job import Job, parse_ts
-from .retry import DIED, Outcome
-from .runner import HEADER, LONG_HEADER, child_main, frame, job_message
+from .clock import Clock, SystemClock
+from .job import Job
+from .procs import FORKSERVER_EOF, FORKSERVER_LOST, await_forkserver_exit, forkserver_dying, kill_group, kill_leftovers
+from .protocol import Answer, JobMessage, Kind, frame, unframe
+from .runner import child_main
 
 # Jobs a child may hold at once while jobs are short (see Pool.capacity).
 PREFETCH = 16
@@ -45,7 +44,7 @@ def job_limit(soft_s: float | None, hard_s: float | None, grace_s: float) -> Lim
     soft limit plus the grace, whichever comes first (None: never).
 
     A soft limit only raises inside the task, which can catch it, ignore SIGALRM or sit in C
-    code; without this deadline such a task would hold its worker process for ever.
+    code; without this deadline such a task would hold its pool child for ever.
     """
     limits = []
     if hard_s:
@@ -117,6 +116,7 @@ class Pool:
     slots: list[Slot] = field(default_factory=list)
     requeue: list[tuple[Job, str]] = field(default_factory=list)  # unclaimed jobs of a dead child
     avg_duration_s: float = 1.0  # moving average of job run times; starts pessimistic
+    clock: Clock = field(default_factory=SystemClock)
     _retiring: list[Any] = field(default_factory=list)
     _ctx: Any = None
 
@@ -143,7 +143,7 @@ class Pool:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=child_main,
                                  args=(child, self.modules, self.spool_root, self.fsync, self.spool_identity),
-                                 name=f"spoolq-worker-{slot.index}", daemon=True)
+                                 name=f"spoolq-child-{slot.index}", daemon=True)
         proc.start()
         child.close()
         if slot.sock is not None:
@@ -192,12 +192,12 @@ class Pool:
         round go out in one write per child.  If the child turns out dead, its jobs are
         still in ``slot.queue``, unclaimed, and :meth:`collect` hands them back.
         """
-        msg = job_message(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
-                          max_retries=job.max_retries, soft_time_limit=soft_limit, claim=name, discard=discard)
-        slot.outbox += frame(msg)
+        msg = JobMessage(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
+                         max_retries=job.max_retries, soft_time_limit=soft_limit, claim=name, discard=discard)
+        slot.outbox += frame(msg.encode())
         slot.queue.append((job, job_limit(soft_limit, hard_limit, self.soft_grace_s), name))
         if len(slot.queue) == 1:
-            slot._start_head(time.monotonic())
+            slot._start_head(self.clock.mono())
 
     def flush(self) -> None:
         """Send what :meth:`submit` queued; a child that died is left to :meth:`collect`."""
@@ -230,20 +230,21 @@ class Pool:
         for s in self.slots:
             if s.busy and s.deadline is not None and now_mono >= s.deadline and not s.killed_for and s.limit:
                 s.killed_for = s.limit[1]
-                _kill(s.process.pid)
+                kill_group(s.process.pid)
 
-    def collect(self, ready: set[int] | None = None) -> list[tuple[Job, Outcome, str]]:
+    def collect(self, ready: set[int] | None = None) -> list[tuple[Job, Answer, str]]:
         """Read every answer and every death; replace dead or spent children.
 
         Parameters:
             ready: the descriptors the wait found readable (None: look at every slot,
                 without blocking).
         Returns:
-            ``(job, outcome, ready/ name)`` for each job that ended.  The outcome of a dead
+            ``(job, answer, ready/ name)`` for each job that ended.  The answer for a dead
             child's first job is a death; whether the child had claimed it yet is for the
             caller to find out on disk.
         """
-        ended: list[tuple[Job, Outcome, str]] = []
+        ended: list[tuple[Job, Answer, str]] = []
+        now = self.clock.mono()
         for s in self.slots:
             if s.sock is None:
                 continue
@@ -256,11 +257,11 @@ class Pool:
                     break  # pragma: no cover - an answer nobody asked for
                 job, _, name = s.queue.popleft()
                 s.tasks_done += 1
-                outcome = outcome_from_message(json.loads(data))
-                ended.append((job, outcome, name))
-                self.avg_duration_s = 0.8 * self.avg_duration_s + 0.2 * outcome.duration_s
-                s._start_head(time.monotonic())
-                if outcome.kind == DIED:  # the child cannot go on (out of memory) and exits
+                answer = Answer.decode(data)
+                ended.append((job, answer, name))
+                self.avg_duration_s = 0.8 * self.avg_duration_s + 0.2 * answer.duration_s
+                s._start_head(now)
+                if answer.fatal:  # the child cannot go on (out of memory) and exits
                     spent = True
                     break
             if spent:
@@ -268,23 +269,24 @@ class Pool:
                 self._retire(s)
             elif (ready is None or s.process.sentinel in ready) and not s.process.is_alive():
                 s.process.join(0)
-                lost = s.process.exitcode == FORKSERVER_EOF and _forkserver_dying()
+                lost = s.process.exitcode == FORKSERVER_EOF and forkserver_dying()
                 if lost:
                     # The forkserver, our only view of the child's exit, died: the child may
                     # still run.  Kill it, or its job would run twice at once once retried,
                     # and let the forkserver finish dying so that multiprocessing starts a new
                     # one instead of talking to the dead one.
-                    _kill(s.process.pid)
-                    _await_forkserver_exit()
-                _kill_leftovers(s.process.pid)
+                    kill_group(s.process.pid)
+                    await_forkserver_exit()
+                kill_leftovers(s.process.pid)
                 if s.busy:
                     job, _, name = s.queue.popleft()
                     self._requeue_rest(s)
                     if lost:
-                        ended.append((job, Outcome(kind=DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
-                                                   duration_s=time.monotonic() - s.started), name))  # fmt: skip
+                        answer = Answer(Kind.DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
+                                        duration_s=now - s.started)  # fmt: skip
                     else:
-                        ended.append((job, died_outcome(s), name))
+                        answer = death(s, now)
+                    ended.append((job, answer, name))
                 self._replace(s)
             elif not s.busy and self.max_tasks_per_child and s.tasks_done >= self.max_tasks_per_child:
                 self._retire(s)
@@ -321,7 +323,7 @@ class Pool:
         jobs = []
         for s in self.slots:
             if s.busy:
-                _kill(s.process.pid)
+                kill_group(s.process.pid)
                 s.process.join(5)
                 jobs.extend((job, name) for job, _, name in s.queue)
                 s.queue.clear()
@@ -336,11 +338,12 @@ class Pool:
             if s.conn is not None:
                 s.conn.close()
                 s.conn = None
+        # A real wait for real processes to exit, not a timer of the loop: the system clock.
         deadline = time.monotonic() + timeout_s
         for proc in [s.process for s in self.slots if s.process is not None] + self._retiring:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                _kill(proc.pid)
+                kill_group(proc.pid)
                 proc.join(1)
         self._retiring = []
 
@@ -349,27 +352,8 @@ class Pool:
         return [s.process.pid for s in self.slots if s.process is not None]
 
 
-def outcome_from_message(msg: dict) -> Outcome:
-    """Turn a child's JSON answer into an :class:`Outcome`."""
-    return Outcome(
-        kind=msg["kind"],
-        result=msg.get("result"),
-        exc_type=msg.get("type", ""),
-        message=msg.get("message", ""),
-        traceback=msg.get("traceback", ""),
-        autoretry=bool(msg.get("autoretry")),
-        countdown=msg.get("countdown"),
-        eta=parse_ts(msg["eta"]) if msg.get("eta") else None,
-        new_args=msg.get("args"),
-        new_kwargs=msg.get("kwargs"),
-        max_retries=msg.get("max_retries"),
-        duration_s=float(msg.get("duration_s") or 0.0),
-        discarded=bool(msg.get("discarded")),
-    )
-
-
-def died_outcome(slot: Slot) -> Outcome:
-    """The outcome of a job whose child ended without answering, with the cause."""
+def death(slot: Slot, now_mono: float) -> Answer:
+    """The answer for a job whose child ended without answering, with the cause."""
     code = slot.process.exitcode
     if slot.killed_for:
         exc_type, message = "TimeLimitExceeded", slot.killed_for
@@ -378,72 +362,14 @@ def died_outcome(slot: Slot) -> Outcome:
             name = signal.Signals(-code).name
         except ValueError:
             name = "unknown"
-        exc_type, message = "WorkerLost", f"worker died: signal {-code} ({name})"
+        exc_type, message = "WorkerLost", f"pool child died: signal {-code} ({name})"
     else:
-        exc_type, message = "WorkerLost", f"worker exited with code {code}"
-    return Outcome(kind=DIED, exc_type=exc_type, message=message, duration_s=time.monotonic() - slot.started)
-
-
-FORKSERVER_LOST = "worker lost: the pool's forkserver died; its orphaned child was killed"
-FORKSERVER_EOF = 255  # the exit code multiprocessing gives a child whose forkserver died
-_PF_EXITING = 0x4  # in a Linux task's flags (/proc/PID/stat): set before it closes its files
-
-
-def _forkserver_dying() -> bool:
-    """Whether the pool's forkserver is exiting or has exited.
-
-    Asked when a child's exit code is 255: a child can exit so, and it is also what
-    multiprocessing reports when the forkserver closed the child's status pipe without
-    writing a status, because it died.  The kernel marks a dying process as exiting before
-    it closes any of its files, so the forkserver is seen dying the moment that pipe closes.
-    (Whether the child's own pipe is still open says nothing: what a task forked holds it.)
-    """
-    from multiprocessing import forkserver
-
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
-    if not pid:
-        return False
-    try:
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-    except ChildProcessError:
-        return True
-    except OSError:  # pragma: no cover - no /proc: a forkserver death is not told apart
-        return False
-    return bool(int(fields[6]) & _PF_EXITING)
-
-
-def _await_forkserver_exit(timeout_s: float = 5.0) -> None:
-    """Wait, without reaping it, until the dead forkserver has exited.
-
-    Its pipes close while it dies, before it becomes a zombie; in that window
-    multiprocessing's ``waitpid(WNOHANG)`` still sees it alive and hands the next child's
-    descriptors to its dying socket, and that spawn never returns.
-    """
-    from multiprocessing import forkserver
-
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
-    if not pid:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return
-        except ChildProcessError:
-            return
-        time.sleep(0.005)
-
-
+        exc_type, message = "WorkerLost", f"pool child exited with code {code}"
+    return Answer(Kind.DIED, exc_type=exc_type, message=message, duration_s=now_mono - slot.started)
 
 
 def _answers(slot: Slot) -> list[bytes]:
-    """The whole answers a child has sent so far, read without blocking.
-
-    Frames are those of :meth:`multiprocessing.connection.Connection.send_bytes`, which the
-    child uses: a 4-byte big-endian length (-1, then 8 bytes, past 2 GiB), then the bytes.
-    """
+    """The whole answers a child has sent so far, read without blocking."""
     assert slot.sock is not None
     while True:
         try:
@@ -455,52 +381,7 @@ def _answers(slot: Slot) -> list[bytes]:
         if not chunk:
             break
         slot.buf += chunk
-    out = []
-    buf, pos = slot.buf, 0
-    while len(buf) - pos >= 4:
-        (size,) = HEADER.unpack_from(buf, pos)
-        start = pos + 4
-        if size == -1:
-            if len(buf) - start < 8:
-                break
-            (size,) = LONG_HEADER.unpack_from(buf, start)
-            start += 8
-        if len(buf) - start < size:
-            break
-        out.append(bytes(buf[start : start + size]))
-        pos = start + size
-    if pos:
-        del buf[:pos]
-    return out
+    return unframe(slot.buf)
 
 
-def _kill(pid: int) -> None:
-    """SIGKILL a running child and its process group: what its job forked dies with it.
-
-    Only a group the child leads is killed: until the child has made its group (the first
-    thing it does, before any job) it is in the supervisor's, and then only the child is.
-    """
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # it ended meanwhile; its sentinel tells, and _kill_leftovers follows
-
-
-def _kill_leftovers(pid: int) -> None:
-    """SIGKILL what is left of the group of a child that ended: processes its jobs forked.
-
-    The group's id is the dead child's pid, and Linux hands out no pid while a process group
-    of that number has a member: the group found is the child's, or there is none.  (Only
-    a whole wrap of the pid space between the death and this call could make it another
-    one's, and that takes tens of thousands of forks within a few milliseconds.)
-    """
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-__all__ = ["Pool", "Slot", "died_outcome", "outcome_from_message", "wait"]
+__all__ = ["Pool", "Slot", "death", "job_limit"]

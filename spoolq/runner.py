@@ -1,68 +1,41 @@
-"""Code that runs inside a pool child: take a job, run its task, always answer.
+"""Inside a pool child: claim a job, run its task, always answer.
 
-The child speaks JSON over its pipe (never pickle): the supervisor sends one job as a JSON
-object, the child answers one outcome object.  Whatever the task does (return, raise, retry,
-hit its soft time limit), the answer carries the kind, and for errors the type, message and
-traceback text.  Only a dead process fails to answer, and the supervisor sees that through
-the process sentinel.
+The child speaks :mod:`spoolq.protocol` over its pipe: it receives a
+:class:`~spoolq.protocol.JobMessage`, sends back an :class:`~spoolq.protocol.Answer`.  Whatever
+the task does (return, raise, retry, hit its soft time limit), the answer carries the kind,
+and for errors the type, message and traceback text.  Only a dead process fails to answer,
+and the supervisor sees that through the process sentinel.
 
 The child claims its job itself, renaming ``ready/<name>`` into ``active/<id>.json`` right
 before running it, and when the job succeeds and keeps no result it takes it out of
-``active/`` itself (:meth:`Spool.discard`).  Those two renames were the supervisor's, one
-process serving every child; here they run in parallel, next to the work.  Every other
-outcome (retry, failure, kept result) is recorded by the supervisor, as before.
+``active/`` itself (:meth:`Spool.discard`): renames in parallel, next to the work.  Every
+other outcome (retry, failure, kept result) is recorded by the supervisor.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
+import multiprocessing
 import os
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 import traceback
-from datetime import datetime
 from typing import Any
 
-from .errors import Retry, SoftTimeLimitExceeded, SpoolError, TaskNotFound
-from .job import encode_json, format_ts, parse_ts
+from .errors import JobGone, NameTaken, Retry, SoftTimeLimitExceeded, SpoolError, TaskNotFound
+from .layout import ACTIVE, plain_name
+from .protocol import Answer, JobMessage, Kind, frame
 from .registry import Registry, discover
-from .retry import CLASH, GONE, SUCCESS, UNCLAIMED
-from .spool import ACTIVE, READY, Spool
+from .spool import Spool
+from .syscalls import die_with_parent, set_process_name
 from .task import Request, set_request
-
-# The framing of multiprocessing.connection.Connection: a 4-byte big-endian length (-1, then
-# 8 bytes, past 2 GiB), then the bytes.  Both ends batch several frames into one write.
-HEADER = struct.Struct("!i")
-LONG_HEADER = struct.Struct("!Q")
-
-
-def frame(data: bytes) -> bytes:
-    """``data`` framed as :meth:`Connection.recv_bytes` on the other end expects it."""
-    if len(data) > 0x7FFFFFFF:
-        return HEADER.pack(-1) + LONG_HEADER.pack(len(data)) + data
-    return HEADER.pack(len(data)) + data
-
 
 ANSWER_BATCH = 8  # answers sent together at most
 ANSWER_HOLD_S = 0.001  # longest an answer waits for others
-
-
-def job_message(job_id: str, task: str, args: list, kwargs: dict, *, retries: int, eta: datetime | None,
-                max_retries: int | None, soft_time_limit: float | None, claim: str | None = None,
-                discard: bool = False) -> bytes:
-    """The message that hands a job to a child: ``claim`` is its ``ready/`` name (None:
-    already claimed), ``discard`` says the child removes it itself when it succeeds."""
-    return encode_json({
-        "id": job_id, "task": task, "args": args, "kwargs": kwargs, "retries": retries,
-        "eta": format_ts(eta) if eta else None, "max_retries": max_retries, "soft_time_limit": soft_time_limit,
-        "claim": claim, "discard": discard,
-    })  # fmt: skip
 
 
 def _on_soft_limit(signum: int, frame: Any) -> None:
@@ -70,51 +43,47 @@ def _on_soft_limit(signum: int, frame: Any) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
-def run_job(registry: Registry, msg: dict) -> dict:
-    """Run one job described by ``msg`` and return its outcome as a JSON-ready dict."""
+def run_job(registry: Registry, msg: JobMessage) -> Answer:
+    """Run one job and say what came of it (never raises)."""
     started = time.perf_counter()
-    soft = msg.get("soft_time_limit")
+    soft = msg.soft_time_limit
     try:
-        task = registry.get(msg["task"])
+        task = registry.get(msg.task)
     except TaskNotFound as exc:
         return _error(exc, started, autoretry=False)
-    set_request(Request(
-        id=msg["id"], retries=msg.get("retries", 0), args=msg.get("args", []), kwargs=msg.get("kwargs", {}),
-        eta=parse_ts(msg["eta"]) if msg.get("eta") else None, max_retries=msg.get("max_retries"),
-        called_directly=False,
-    ))  # fmt: skip
+    set_request(Request(id=msg.id, retries=msg.retries, args=msg.args, kwargs=msg.kwargs, eta=msg.eta,
+                        max_retries=msg.max_retries, called_directly=False))  # fmt: skip
     try:
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
-        result = task(*msg.get("args", []), **msg.get("kwargs", {}))
+        result = task(*msg.args, **msg.kwargs)
         if soft:
             signal.setitimer(signal.ITIMER_REAL, 0)
         try:
             json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the task's return value is not JSON-serializable: {exc}") from None
-        return {"kind": "success", "result": result, "duration_s": time.perf_counter() - started}
+        return Answer(Kind.SUCCESS, result=result, duration_s=time.perf_counter() - started)
     except Retry as retry:
         exc = retry.exc
-        return {
-            "kind": "retry",
-            "type": type(exc).__name__ if exc is not None else "Retry",
-            "message": str(exc) if exc is not None else str(retry),
-            "traceback": _format(exc) if exc is not None else "",
-            "countdown": retry.countdown,
-            "eta": format_ts(retry.eta) if retry.eta else None,
-            "args": retry.new_args,
-            "kwargs": retry.new_kwargs,
-            "max_retries": retry.max_retries,
-            "duration_s": time.perf_counter() - started,
-        }
+        return Answer(
+            Kind.RETRY,
+            exc_type=type(exc).__name__ if exc is not None else "Retry",
+            message=str(exc) if exc is not None else str(retry),
+            traceback=_format(exc) if exc is not None else "",
+            countdown=retry.countdown,
+            eta=retry.eta,
+            new_args=retry.new_args,
+            new_kwargs=retry.new_kwargs,
+            max_retries=retry.max_retries,
+            duration_s=time.perf_counter() - started,
+        )
     except MemoryError as exc:
         # Out of memory: the process, not the input, is at fault, and its heap (or a limit the
         # task set) may stay exhausted.  Answer as a death; the child then exits and is replaced.
-        out = _error(exc, started, autoretry=False)
-        detail = f"{out['type']}: {out['message']}" if out["message"] else out["type"]
-        out.update(kind="died", fatal=True, message=f"worker out of memory ({detail})")
-        return out
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Answer(Kind.DIED, exc_type=type(exc).__name__, message=f"worker out of memory ({detail})",
+                      traceback=_format(exc), duration_s=time.perf_counter() - started, fatal=True)  # fmt: skip
     except BaseException as exc:  # noqa: BLE001 - every exception, even SystemExit, is the job's outcome
         return _error(exc, started, autoretry=bool(task.autoretry_for) and isinstance(exc, task.autoretry_for))
     finally:
@@ -129,71 +98,45 @@ def _format(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def _error(exc: BaseException, started: float, *, autoretry: bool) -> dict:
-    return {
-        "kind": "error",
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": _format(exc),
-        "autoretry": autoretry,
-        "duration_s": time.perf_counter() - started,
-    }
+def _error(exc: BaseException, started: float, *, autoretry: bool) -> Answer:
+    return Answer(Kind.ERROR, exc_type=type(exc).__name__, message=str(exc), traceback=_format(exc),
+                  autoretry=autoretry, duration_s=time.perf_counter() - started)  # fmt: skip
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this child when its parent (the pool's forkserver) exits.
-
-    The forkserver exits when the supervisor dies.  Without this, a child whose supervisor
-    was SIGKILLed would go on with its job while the restarted supervisor recovers the same
-    job from ``active/`` and runs it again: two runs at once instead of one after the other.
-    """
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return
-    if os.getppid() != parent:  # the parent died before the request was in place
-        os._exit(1)
-
-
-def claim(spool: Spool, msg: dict, refusal: str | None = None) -> dict | None:
+def claim(spool: Spool, msg: JobMessage, refusal: str | None = None) -> Answer | None:
     """Rename the job from ``ready/`` into ``active/``; None when that worked, otherwise the
     answer that says why it was not run (``refusal``: why this child may claim nothing)."""
-    name = msg.get("claim")
+    name = msg.claim
     if not name:
         return None
     if "/" in name or name.startswith("."):
         raise ValueError(f"not a ready/ name: {name!r}")
     if refusal is not None:  # not the supervisor's spool (moved or replaced): touch nothing here
-        return {"kind": UNCLAIMED, "message": f"cannot claim ready/{name}: {refusal}"}
+        return Answer(Kind.UNCLAIMED, message=f"cannot claim ready/{name}: {refusal}")
     try:
-        spool.move(spool.file(READY, name), ACTIVE, f"{msg['id']}.json")
-    except FileNotFoundError:
-        return {"kind": GONE, "message": f"ready/{name} was gone when a worker came to claim it"}
-    except FileExistsError:
-        return {"kind": CLASH, "message": f"a job with id {msg['id']!r} is already in active/"}
-    except (OSError, SpoolError) as exc:
-        return {"kind": UNCLAIMED, "message": f"cannot claim ready/{name}: {getattr(exc, 'strerror', None) or exc}"}
+        spool.claim(name, msg.id)
+    except JobGone:
+        return Answer(Kind.GONE, message=f"ready/{name} was gone when a child came to claim it")
+    except NameTaken:
+        return Answer(Kind.CLASH, message=f"a job with id {msg.id!r} is already in active/")
+    except SpoolError as exc:
+        return Answer(Kind.UNCLAIMED, message=str(exc))
     return None
 
 
-def handle(registry: Registry, spool: Spool, msg: dict, refusal: str | None = None) -> dict:
+def handle(registry: Registry, spool: Spool, msg: JobMessage, refusal: str | None = None) -> Answer:
     """Claim, run and (for a success that keeps nothing) discard one job; its answer."""
     refused = claim(spool, msg, refusal)
     if refused is not None:
         return refused
-    outcome = run_job(registry, msg)
-    if outcome["kind"] == SUCCESS and msg.get("discard"):
+    answer = run_job(registry, msg)
+    if answer.kind is Kind.SUCCESS and msg.discard:
         try:
-            spool.discard(spool.file(ACTIVE, f"{msg['id']}.json"))
-            outcome["discarded"] = True
-        except (OSError, SpoolError):
-            pass  # left in active/: the supervisor removes it when it settles the answer
-    return outcome
+            spool.discard(ACTIVE, plain_name(msg.id))
+        except SpoolError:
+            return answer  # left in active/: the supervisor removes it when it settles the answer
+        return Answer(Kind.SUCCESS, result=answer.result, duration_s=answer.duration_s, discarded=True)
+    return answer
 
 
 def _lead_a_group() -> None:
@@ -256,13 +199,15 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
     its own process group, and ends by killing it.
     """
     _lead_a_group()
-    _die_with_parent()
+    if not die_with_parent():  # the forkserver (and so the supervisor) is gone already
+        os._exit(1)
+    set_process_name(multiprocessing.current_process().name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_soft_limit)
     registry = discover(modules, use_entry_points=False)
     for err in registry.errors:
-        print(f"spoolq worker {os.getpid()}: cannot load {err.source}: {err.error}", file=sys.stderr, flush=True)
+        print(f"spoolq child {os.getpid()}: cannot load {err.source}: {err.error}", file=sys.stderr, flush=True)
     # The child's renames are made durable by the supervisor's batched directory flushes.
     spool = Spool(spool_root, fsync=fsync, create=False)
     refusal = None
@@ -283,13 +228,13 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
             except (EOFError, OSError):
                 return
             try:
-                outcome = handle(registry, spool, json.loads(data), refusal)
+                answer = handle(registry, spool, JobMessage.decode(data), refusal)
             except BaseException as exc:  # noqa: BLE001 - a bad message must still get an answer
-                outcome = _error(exc, time.perf_counter(), autoretry=False)
-            answers.add(encode_json(outcome))
-            if outcome.get("fatal") or answers.due():
+                answer = _error(exc, time.perf_counter(), autoretry=False)
+            answers.add(answer.encode())
+            if answer.fatal or answers.due():
                 answers.send()
-            if outcome.get("fatal"):
+            if answer.fatal:
                 return  # the pool replaces this child when it reads the answer
     except OSError:
         return  # the supervisor is gone
