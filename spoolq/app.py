@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from .clock import utcnow
+from .codec import as_utc
 from .config import Config, load_config
-from .errors import DuplicateJob, JobFormatError, JobNotFound, ResultTimeout, SpoolqError, TaskFailed
-from .job import MAX_PRIORITY, MIN_PRIORITY, Job, as_utc, check_json_args, utcnow, validate_id
+from .errors import DuplicateJob, JobFormatError, JobGone, JobNotFound, ResultTimeout, SpoolqError, TaskFailed
+from .job import MAX_PRIORITY, MIN_PRIORITY, Job, check_json_args, validate_id
+from .layout import ACTIVE, DELAYED, DONE, FAILED, NEW, READY
 from .registry import Registry, discover
-from .spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, Entry, Spool
+from .spool import Entry, Spool
 from .task import Task, declare, make_decorator
 
 _current: App | None = None
@@ -292,14 +295,14 @@ class AsyncResult:
                 raise JobNotFound(self.id)
             if entry.state == DONE:
                 try:
-                    return self.app.spool.read(entry.path).result
-                except FileNotFoundError:
+                    return self.app.spool.read(entry.state, entry.name).result
+                except JobGone:
                     continue  # expired just now: the next look says so
             if entry.state == FAILED:
                 try:
-                    job = self.app.spool.read(entry.path)
+                    job = self.app.spool.read(entry.state, entry.name)
                     raise TaskFailed(self.id, job.errors[-1] if job.errors else None)
-                except (FileNotFoundError, JobFormatError):
+                except (JobGone, JobFormatError):
                     raise TaskFailed(self.id, None) from None
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"no result for job {self.id!r} within {timeout:g} s")

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from .app import App
+from .codec import as_utc, format_ts
 from .config import Config, load_config
 from .errors import (
     InvalidJobId,
@@ -29,10 +30,8 @@ from .errors import (
     SpoolqError,
     TaskFailed,
 )
-from .job import as_utc, format_ts, validate_id
-from .registry import load_for_command
-from .replay import CLEANED, CONFLICT, GONE, live_ids, replay
-from .spool import (
+from .job import validate_id
+from .layout import (
     ACTIVE,
     BAD_SUFFIX,
     DELAYED,
@@ -41,11 +40,12 @@ from .spool import (
     NEW,
     REASON_SUFFIX,
     STATES,
-    Entry,
-    Spool,
     file_kind,
     printable,
 )
+from .registry import load_for_command
+from .replay import CLEANED, CONFLICT, GONE, live_ids, replay
+from .spool import Entry, Spool
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SPOOL, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 ERROR_WIDTH = 60
@@ -775,7 +775,7 @@ def worker(opts: Options, concurrency: int | None, includes: tuple[str, ...], ma
         "time_limit": time_limit, "soft_time_limit": soft_time_limit, "shutdown_timeout": shutdown_timeout,
         "loglevel": loglevel.upper() if loglevel else None, "soft_time_limit_grace": soft_time_limit_grace,
     })  # fmt: skip
-    from .supervisor import run_worker
+    from .worker import run_worker
 
     sys.exit(run_worker(config, includes=tuple(includes), burst=burst))
 

@@ -37,9 +37,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .clock import utcnow
 from .errors import JobFormatError, SpoolLocked
-from .job import Job, utcnow
-from .spool import (
+from .job import Job
+from .layout import (
     ACTIVE,
     BAD_SUFFIX,
     DELAYED,
@@ -50,12 +51,12 @@ from .spool import (
     REASON_SUFFIX,
     STATES,
     TMP,
-    Spool,
     file_kind,
     job_name,
     parse_name,
     printable,
 )
+from .spool import Spool
 
 log = logging.getLogger("spoolq.fsck")
 

@@ -24,7 +24,8 @@ import os
 
 from .errors import DuplicateJob, JobFormatError
 from .job import Job
-from .spool import ACTIVE, DELAYED, FAILED, NEW, READY, Entry, Spool, parse_name
+from .layout import ACTIVE, DELAYED, FAILED, NEW, READY, parse_name
+from .spool import Entry, Spool
 
 log = logging.getLogger("spoolq.worker")
 

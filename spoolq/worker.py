@@ -18,8 +18,9 @@ from . import __version__
 from .config import Config
 from .errors import SpoolqError
 from .job import Job
+from .layout import DELAYED, NEW, READY, printable
 from .registry import Registry, load_for_command
-from .spool import DELAYED, NEW, READY, Spool, printable
+from .spool import Spool
 from .supervisor import Supervisor
 
 log = logging.getLogger("spoolq.worker")

@@ -22,7 +22,7 @@ from spoolq.errors import (
     TaskFailed,
 )
 from spoolq.job import Job, make_error
-from spoolq.spool import DONE, FAILED, NEW
+from spoolq.layout import DONE, FAILED, NEW
 
 T0 = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
 

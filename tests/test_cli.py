@@ -17,7 +17,8 @@ from conftest import files_in, run_spoolq, subprocess_env
 import spoolq
 from spoolq.cli import EXIT_JOB, EXIT_SPOOL, EXIT_TIMEOUT, EXIT_USAGE, main
 from spoolq.job import Job, make_error
-from spoolq.spool import ACTIVE, DONE, FAILED, NEW, Spool
+from spoolq.layout import ACTIVE, DONE, FAILED, NEW
+from spoolq.spool import Spool
 
 T0 = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
 COMMANDS = ["init", "send", "status", "ls", "show", "delete", "purge", "tasks", "result", "retry", "worker"]

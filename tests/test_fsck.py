@@ -13,8 +13,10 @@ from conftest import files_in
 
 from spoolq import fsck
 from spoolq.cli import main
-from spoolq.job import Job, make_error, utcnow
-from spoolq.spool import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, TMP, Spool, job_name
+from spoolq.clock import utcnow
+from spoolq.job import Job, make_error
+from spoolq.layout import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, TMP, job_name
+from spoolq.spool import Spool
 
 
 def _job(job_id: str = "j1", **kw) -> Job:

@@ -17,7 +17,8 @@ from conftest import files_in, subprocess_env
 
 from spoolq.errors import DuplicateJob, JobFormatError, JobTooLarge, SpoolError
 from spoolq.job import Job
-from spoolq.spool import BAD_SUFFIX, FAILED, NEW, REASON_SUFFIX, STATES, TMP, Spool
+from spoolq.layout import BAD_SUFFIX, FAILED, NEW, REASON_SUFFIX, STATES, TMP
+from spoolq.spool import Spool
 
 NOW = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
 
