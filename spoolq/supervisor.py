@@ -39,16 +39,16 @@ import signal
 from datetime import datetime, timedelta
 from typing import Any
 
-from .bookkeeping import CLAIM, FLUSH, LOOP, PROMOTE, Bookkeeper, EventHook
+from .bookkeeping import CLAIM, FLUSH, LOOP, Bookkeeper, EventHook
 from .clock import Clock, SystemClock
-from .errors import JobFormatError, JobGone, SpoolError, SpoolGone
+from .dispatch import Dispatcher
+from .errors import SpoolError, SpoolGone
 from .faults import Faults
 from .index import Index
 from .intake import Intake
-from .job import Job
-from .layout import ACTIVE, DELAYED, NEW, READY, job_name, parse_name
+from .layout import ACTIVE, NEW, READY
 from .outcomes import Outcomes
-from .pool import SOFT_LIMIT_GRACE_S, Pool, Slot
+from .pool import SOFT_LIMIT_GRACE_S, Pool
 from .recovery import recover
 from .registry import Registry
 from .spool import Spool
@@ -97,8 +97,6 @@ class Supervisor:
         self.spool = spool
         self.registry = registry
         self.clock = clock or SystemClock()
-        self.time_limit = time_limit
-        self.soft_time_limit = soft_time_limit
         self.shutdown_timeout = shutdown_timeout
         self.tmp_max_age = tmp_max_age
         self.burst = burst
@@ -112,6 +110,9 @@ class Supervisor:
                                  rnd or random.Random())  # fmt: skip
         self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child, spool_root=str(spool.path),
                          fsync=spool.fsync, soft_grace_s=soft_time_limit_grace, clock=self.clock)  # fmt: skip
+        self.dispatcher = Dispatcher(spool, self.index, self.books, self.faults, self.clock, self.pool,
+                                     self.outcomes.task, time_limit=time_limit,
+                                     soft_time_limit=soft_time_limit)  # fmt: skip
         self.lock = spool.lock()
         self.waker = Waker()
         self.watcher = NewWatcher(spool.dir(NEW), self.waker)
@@ -290,11 +291,11 @@ class Supervisor:
         if self.stopping:
             self._handle_stop(mono)
         else:
-            self.promote_due(now)
-            self.dispatch(now)
+            self.dispatcher.promote_due(now)
+            self.dispatcher.dispatch(now)
             if self.intake.due():
                 self.intake.take(now)
-                self.dispatch(now)  # what just arrived starts now, not one loop later
+                self.dispatcher.dispatch(now)  # what just arrived starts now, not one loop later
             self.pool.flush()
         if mono >= self._next_prune:
             self._next_prune = mono + PRUNE_INTERVAL_S
@@ -402,111 +403,5 @@ class Supervisor:
         if self.stop_now or mono >= self._stop_deadline:
             for job, name in self.pool.kill_running():
                 self.outcomes.put_back(job, name, "stopped before it finished")
-
-    # -- delayed → ready -----------------------------------------------------------------
-
-    def promote_due(self, now: datetime) -> None:
-        """Move every delayed job whose time has come into ``ready/``."""
-        mono = self.clock.mono()
-        if not self.faults.ready(PROMOTE, mono):
-            return
-        moved = False
-        while (item := self.index.pop_due(now)) is not None:
-            due, name = item
-            job_id = parse_name(DELAYED, name)[0] or ""
-            try:
-                job = self.spool.read(DELAYED, name)
-                target = job_name(READY, job, due)
-                self.spool.move(DELAYED, name, READY, target)
-            except JobGone:
-                self.index.gone(job_id)
-                continue  # an operator removed or moved it
-            except JobFormatError as exc:
-                self.index.gone(job_id)
-                self.books.reject(DELAYED, name, f"delayed/{name}: {exc}", now)
-                continue
-            except SpoolError as exc:
-                self.index.unpop_due(due, name)
-                self.faults.failed(PROMOTE, f"cannot move delayed/{name} to ready/: {exc}", mono)
-                return
-            self.index.push_ready(target, job)
-            moved = True
-        if moved:
-            self.books.moved()
-            if self.faults:
-                self.faults.ok(PROMOTE, mono)
-
-    # -- ready → pool --------------------------------------------------------------------
-
-    def dispatch(self, now: datetime) -> None:
-        """Hand ready jobs, in order, to children with room (one per child per round, so
-        idle children are served first); each child claims its job itself."""
-        mono = self.clock.mono()
-        if not self.faults.ready(CLAIM, mono):
-            return
-        if self.index.wants_refill():
-            try:
-                self.index.refill()
-            except SpoolError as exc:
-                self.faults.failed(CLAIM, f"cannot list ready/: {exc}", mono)
-                return
-        while len(self.index):
-            slots = self.pool.free()
-            if not slots:
-                return
-            for slot in slots:
-                taken = None
-                while taken is None and len(self.index) and self.faults.ready(CLAIM, mono):
-                    taken = self._take(now)
-                if taken is None:
-                    return
-                self._submit(slot, *taken)
-
-    def _take(self, now: datetime) -> tuple[Job, str] | None:
-        """The next job to hand out and its ``ready/`` name; None if the first name has
-        nothing to run: gone, not a job (rejected), or expired (failed)."""
-        popped = self.index.pop_ready()
-        if popped is None:
-            return None
-        name, job = popped
-        if job is None:  # indexed from a listing (a refill, a restart): read and check it now
-            job_id = parse_name(READY, name)[0]
-            if job_id is None:
-                return None
-            try:
-                job = self.spool.read(READY, name)
-            except JobGone:
-                self.index.gone(job_id)
-                return None
-            except JobFormatError as exc:
-                self.index.gone(job_id)
-                self.books.reject(READY, name, f"ready/{name}: {exc}", now)
-                return None
-            except SpoolError as exc:  # the disk failed the read: the job waits, untouched
-                self.index.push_ready(name)
-                self.faults.failed(CLAIM, f"cannot read ready/{name}: {exc}", self.clock.mono())
-                return None
-            if job.id != job_id:
-                self.index.gone(job_id)
-                self.books.reject(READY, name, f"ready/{name}: its content says id {job.id!r}", now)
-                return None
-        if job.is_expired(now):
-            self.index.gone(job.id)
-            self.books.fail_unrun(READY, name, job, "Expired", f"expired at {job.expires}", now)
-            return None
-        return job, name
-
-    def _submit(self, slot: Slot, job: Job, name: str) -> None:
-        """Hand a job to a child, which claims it from ``ready/<name>``."""
-        task = self.outcomes.task(job.task)
-        soft = (task.soft_time_limit if task else None) or self.soft_time_limit
-        hard = job.time_limit or (task.time_limit if task else None) or self.time_limit
-        # A success that keeps no result is the child's to remove (see runner.py).
-        ttl = job.result_ttl if job.result_ttl is not None else (task.result_ttl if task else None)
-        self.pool.submit(slot, job, name, soft_limit=soft, hard_limit=hard, discard=ttl is None)
-        self.books.emit("started", job)
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s %s: started (attempt %d)", job.id, job.task, job.retries + 1)
-
 
 __all__ = ["Supervisor"]
