@@ -22,7 +22,7 @@ from spoolq.errors import (
     TaskFailed,
 )
 from spoolq.job import Job, make_error
-from spoolq.spool import DONE, FAILED, NEW
+from spoolq.layout import DONE, FAILED, NEW
 
 T0 = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
 
@@ -67,7 +67,8 @@ def test_a_shared_task_enqueues_through_the_current_app(spool_dir: Path) -> None
     import tasks  # declared with the module-level @spoolq.task
 
     app = spoolq.App(spool_dir)
-    tasks.echo.delay("via current app")
+    with app:  # the current app is explicit: creating an App changes nothing global
+        tasks.echo.delay("via current app")
     assert [j["task"] for j in new_jobs(app)] == ["tests.echo"]
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from spoolq.errors import InvalidJobId
 from spoolq.job import MAX_ID_CHARS, Job, validate_id
-from spoolq.spool import STATES, job_name, parse_name
+from spoolq.layout import STATES, job_name, parse_name
 
 WHEN = Job(id="x", task="t").enqueued_at
 

@@ -10,18 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spoolq.codec import MAX_NESTING, format_ts, parse_ts
 from spoolq.errors import JobFormatError
-from spoolq.job import (
-    _KNOWN,
-    MAX_NESTING,
-    Job,
-    check_json_args,
-    format_ts,
-    make_error,
-    parse_stamp,
-    parse_ts,
-    stamp,
-)
+from spoolq.job import _KNOWN, Job, check_json_args, make_error
+from spoolq.layout import parse_stamp, stamp
 
 UTC = timezone.utc
 

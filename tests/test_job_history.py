@@ -18,7 +18,9 @@ from worker_helpers import Worker, listing, read_job
 from worker_tasks import lines as noted
 
 import spoolq
-from spoolq.job import MAX_ERRORS_KEPT, MAX_HISTORY_BYTES, Job, bound_history, encode_json, make_error
+from spoolq.codec import encode_json
+from spoolq.history import MAX_ERRORS_KEPT, MAX_HISTORY_BYTES, bound_history
+from spoolq.job import Job, make_error
 
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=timezone.utc)
 

@@ -18,8 +18,9 @@ from worker_tasks import lines
 
 from spoolq.cli import EXIT_JOB
 from spoolq.job import Job, make_error
+from spoolq.layout import FAILED, NEW
 from spoolq.replay import REPLAY_OF, drop_replayed_copy
-from spoolq.spool import FAILED, NEW, Spool
+from spoolq.spool import Spool
 
 T0 = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
 FAILED_NAME = "20261125T031500.000000Z-j1.json"
@@ -32,7 +33,8 @@ def failed_copy(spool: Path, runs: Path, job_id: str = "j1", name: str = FAILED_
               enqueued_at=T0)  # fmt: skip
     s = Spool(spool)
     try:
-        return s.write(FAILED, name, job)
+        s.write(FAILED, name, job)
+        return s.path_of(FAILED, name)
     finally:
         s.close()
 

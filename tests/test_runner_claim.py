@@ -13,10 +13,11 @@ from conftest import files_in
 from worker_tasks import lines
 
 from spoolq.job import Job
+from spoolq.layout import ACTIVE, READY, is_discarded, job_name
 from spoolq.registry import discover
 from spoolq.retry import CLASH, GONE, SUCCESS
 from spoolq.runner import handle, job_message
-from spoolq.spool import ACTIVE, READY, Spool, is_discarded, job_name
+from spoolq.spool import Spool
 
 
 def _message(job: Job, name: str, *, discard: bool) -> dict:

@@ -28,8 +28,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from worker_tasks import lines
 
 import spoolq
+from spoolq.layout import STATES
 from spoolq.registry import discover
-from spoolq.spool import STATES, Spool
+from spoolq.spool import Spool
 from spoolq.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(240)

@@ -13,10 +13,11 @@ import pytest
 from torture_tasks import read_lines
 
 import spoolq
-from spoolq.job import parse_ts
+from spoolq.codec import parse_ts
+from spoolq.layout import ACTIVE, DELAYED, FAILED, NEW, READY
 from spoolq.registry import discover
 from spoolq.retry import DIED_BACKOFF_BASE_S
-from spoolq.spool import ACTIVE, DELAYED, FAILED, NEW, READY, Spool
+from spoolq.spool import Spool
 from spoolq.supervisor import Supervisor
 
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(180)]
@@ -42,7 +43,7 @@ def test_every_kind_of_child_death_is_charged_and_ends_in_failed(tmp_path: Path)
     # When the supervisor runs until nothing is due
     assert sup.run() == 0
     # Then each deadly job failed after 3 attempts, each death recorded with its cause
-    failed = {e.job_id: spool.read(e.path) for e in spool.scan(FAILED)}
+    failed = {e.job_id: spool.read(FAILED, e.name) for e in spool.scan(FAILED)}
     assert sorted(failed) == sorted(f"die-{how}" for how in CAUSES)
     for how, cause in CAUSES.items():
         job = failed[f"die-{how}"]

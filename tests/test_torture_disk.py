@@ -19,7 +19,7 @@ from torture_tasks import TESTS_DIR, child_env, read_lines, worker_argv
 
 import spoolq
 from spoolq.errors import SpoolError
-from spoolq.spool import ACTIVE, DONE, NEW, READY, TMP
+from spoolq.layout import ACTIVE, DONE, NEW, READY, TMP
 
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(180)]
 

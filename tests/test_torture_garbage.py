@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 from torture_tasks import TESTS_DIR, child_env, read_lines, scaled, worker_argv
 
 import spoolq
-from spoolq.job import Job, utcnow
+from spoolq.clock import utcnow
+from spoolq.job import Job
+from spoolq.layout import ACTIVE, BAD_SUFFIX, FAILED, NEW, READY, REASON_SUFFIX
 from spoolq.registry import discover
-from spoolq.spool import ACTIVE, BAD_SUFFIX, FAILED, NEW, READY, REASON_SUFFIX, Spool
+from spoolq.spool import Spool
 from spoolq.supervisor import Supervisor
 
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(900)]

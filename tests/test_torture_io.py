@@ -31,7 +31,7 @@ from io_faults import (
 from torture_tasks import TESTS_DIR, child_env, duplicates, read_lines, worker_argv
 
 import spoolq
-from spoolq.spool import ACTIVE, DELAYED, DIRS, DONE, FAILED, NEW, READY, STATES, TMP
+from spoolq.layout import ACTIVE, DELAYED, DIRS, DONE, FAILED, NEW, READY, STATES, TMP
 
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(240)]
 

@@ -20,8 +20,9 @@ import pytest
 from torture_tasks import SCALE, TESTS_DIR, child_env, duplicates, read_lines, scaled, worker_argv
 
 from spoolq import fsck
-from spoolq.job import utcnow
-from spoolq.spool import ACTIVE, DELAYED, FAILED, NEW, READY, TMP, Spool
+from spoolq.clock import utcnow
+from spoolq.layout import ACTIVE, DELAYED, FAILED, NEW, READY, TMP
+from spoolq.spool import Spool
 
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(int(600 * max(1.0, SCALE)))]
 

@@ -14,7 +14,7 @@ from torture_tasks import TESTS_DIR, child_env, worker_argv
 
 import spoolq
 from spoolq.errors import SpoolError
-from spoolq.spool import NEW, READY, STATES, TMP
+from spoolq.layout import NEW, READY, STATES, TMP
 
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(120)]
 

@@ -16,7 +16,8 @@ from worker_helpers import Worker, burst, listing, read_job, wait_for, where
 from worker_tasks import lines
 
 import spoolq
-from spoolq.job import parse_ts, stamp
+from spoolq.codec import parse_ts
+from spoolq.layout import stamp
 
 pytestmark = pytest.mark.timeout(120)
 

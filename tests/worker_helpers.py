@@ -18,7 +18,7 @@ from typing import Any
 
 from conftest import subprocess_env
 
-from spoolq.spool import STATES
+from spoolq.layout import STATES
 
 HANG_S = 30.0  # generous: only catches hangs
 
