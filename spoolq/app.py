@@ -129,8 +129,9 @@ class App:
         _entered.set((*_entered.get(), self))
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         stack = list(_entered.get())
         for i in range(len(stack) - 1, -1, -1):  # the innermost entry of this App
             if stack[i] is self:
@@ -214,8 +215,9 @@ class App:
             result_ttl=None if result_ttl is None else _number(result_ttl, "result_ttl"),
         )
 
-    def send_task(self, name: str, args: list | tuple | None = None, kwargs: dict | None = None,
-                  **options: Any) -> AsyncResult:
+    def send_task(
+        self, name: str, args: list | tuple | None = None, kwargs: dict | None = None, **options: Any
+    ) -> AsyncResult:
         """Enqueue a task by name; the task's code need not be importable here.
 
         Parameters:

@@ -59,8 +59,13 @@ from .spool import Entry, Spool
 log = logging.getLogger("spoolq.fsck")
 
 STALE_TMP, ORPHANED, FOREIGN, UNPARSEABLE, MISNAMED, DUPLICATE = (
-    "stale-tmp", "orphaned-active", "foreign", "unparseable", "misnamed", "duplicate",
-)  # fmt: skip
+    "stale-tmp",
+    "orphaned-active",
+    "foreign",
+    "unparseable",
+    "misnamed",
+    "duplicate",
+)
 # A producer's file in new/ has two links between its link() and its unlink() of the tmp name.
 LINK_GRACE_S = 2.0
 # When one id is in two live files, the further along wins ties on the error history.
@@ -139,8 +144,7 @@ class _Record:
         return _rel(self.state, self.name)
 
 
-def check(spool: Spool, *, repair: bool = False, now: datetime | None = None,
-          tmp_max_age: float = 3600.0) -> Report:  # fmt: skip
+def check(spool: Spool, *, repair: bool = False, now: datetime | None = None, tmp_max_age: float = 3600.0) -> Report:
     """Check a spool, and with ``repair`` fix what can be fixed.
 
     Parameters:
@@ -164,8 +168,9 @@ def check(spool: Spool, *, repair: bool = False, now: datetime | None = None,
         return report
     spool.ensure()
     if held:
-        report.findings = [_repair_tmp(spool, f, now, tmp_max_age) if f.kind == STALE_TMP else f
-                           for f in report.findings]  # fmt: skip
+        report.findings = [
+            _repair_tmp(spool, f, now, tmp_max_age) if f.kind == STALE_TMP else f for f in report.findings
+        ]
         if any(f.kind != STALE_TMP for f in report.findings):
             report.notes.append(
                 f"a supervisor (pid {lock.holder() or '?'}) holds the spool: only stale tmp/ files were removed; "

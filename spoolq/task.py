@@ -54,8 +54,9 @@ TASKS_ATTR = "__spoolq_tasks__"
 class Producer(Protocol):
     """What a task enqueues through: an :class:`~spoolq.app.App`."""
 
-    def send_task(self, name: str, args: list | tuple | None = None, kwargs: dict | None = None,
-                  **options: Any) -> AsyncResult: ...  # fmt: skip
+    def send_task(
+        self, name: str, args: list | tuple | None = None, kwargs: dict | None = None, **options: Any
+    ) -> AsyncResult: ...
 
 
 def current_request() -> Request:
@@ -144,8 +145,9 @@ class Task:
             return self.app
         if self.app_resolver is not None:
             return self.app_resolver()
-        raise SpoolqError(f"task {self.name!r} belongs to no App: declare it with @app.task, or send it by name "
-                          "with app.send_task")  # fmt: skip
+        raise SpoolqError(
+            f"task {self.name!r} belongs to no App: declare it with @app.task, or send it by name with app.send_task"
+        )
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Enqueue with these arguments, due now."""
@@ -232,8 +234,9 @@ def declared_in(module: types.ModuleType) -> list[Task]:
     return [t for t in declared if isinstance(t, Task)]
 
 
-def make_decorator(register: Callable[[Task], None], *, app: Producer | None = None,
-                   app_resolver: Callable[[], Producer] | None = None) -> Callable[..., Any]:  # fmt: skip
+def make_decorator(
+    register: Callable[[Task], None], *, app: Producer | None = None, app_resolver: Callable[[], Producer] | None = None
+) -> Callable[..., Any]:
     """Build a ``@task`` / ``@task(...)`` decorator: each task is declared on its module,
     then handed to ``register`` (an App's registry, or nothing for unbound tasks)."""
 

@@ -81,16 +81,15 @@ def test_creating_an_app_does_not_make_it_current(tmp_path: Path) -> None:
     code = "import sys, spoolq, tasks; spoolq.App(sys.argv[1]); tasks.echo.delay('where?')"
     env = subprocess_env(SPOOLQ_SPOOL=str(tmp_path / "configured"))
     # When it enqueues through a task declared with the module-level @spoolq.task
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "created")], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    argv = [sys.executable, "-c", code, str(tmp_path / "created")]
+    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     # Then the job goes to the configured spool: the last App created is not silently current
     assert proc.returncode == 0, proc.stderr
     assert len(files_in(tmp_path / "configured" / NEW)) == 1
     assert files_in(tmp_path / "created" / NEW) == []
 
 
-def test_the_entered_app_wins_over_the_default_in_its_own_thread(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_an_entered_app_wins_over_the_default_in_its_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tasks
 
     monkeypatch.setattr(spoolq.app, "_default", None)  # the process default is restored after the test

@@ -116,11 +116,10 @@ def test_a_package_brings_the_tasks_of_the_modules_it_imports(package: str, tmp_
     assert registry.origin("pkg.hello") == f"include {package}"
     assert registry.modules == [package, f"{package}.jobs"]
     # And a fresh process importing exactly those modules (as a pool child does) finds the same tasks
+    code = "import sys, spoolq.registry as r; print(r.discover(sys.argv[1:], use_entry_points=False).names())"
+    env = subprocess_env(PYTHONPATH=f"{tmp_path}:{subprocess_env()['PYTHONPATH']}")
     child = subprocess.run(
-        [sys.executable, "-c", "import sys; from spoolq.registry import discover; "
-         "print(discover(sys.argv[1:], use_entry_points=False).names())", *registry.modules],
-        env=subprocess_env(PYTHONPATH=f"{tmp_path}:{subprocess_env()['PYTHONPATH']}"),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-c", code, *registry.modules], env=env, capture_output=True, text=True, timeout=60
+    )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "['pkg.hello']"

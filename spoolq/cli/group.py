@@ -38,7 +38,8 @@ class Fail(click.ClickException):
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(" ".join(str(message).split()) or "failed")
-        self.exit_code = code
+        # click types exit_code as a class constant; click reads it from the instance.
+        self.exit_code = code  # type: ignore[misc]
 
 
 def _exit_code(exc: SpoolqError) -> int:

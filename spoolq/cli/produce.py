@@ -21,7 +21,7 @@ def _json_arg(text: str | None, what: str, kind: type) -> Any:
     except ValueError as exc:
         raise Fail(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
-        example = "'[\"hi\", 2]'" if kind is list else "'{\"key\": \"value\"}'"
+        example = "'[\"hi\", 2]'" if kind is list else '\'{"key": "value"}\''
         raise Fail(f"{what} must be a JSON {'array' if kind is list else 'object'}, e.g. {example}")
     return value
 
