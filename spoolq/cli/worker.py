@@ -143,8 +143,6 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
         The exit status: 0 after a clean stop, 1 if a task source did not load, 3 if the
         spool is held or unusable.
     """
-    from ..supervisor import Supervisor
-
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PrintableFormatter("[%(asctime)s %(levelname)s] %(message)s"))
     logging.basicConfig(level=getattr(logging, config.loglevel), handlers=[handler])
@@ -154,6 +152,8 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
         for err in registry.errors:
             click.echo(f"Error: cannot load {err.source}: {err.error}", err=True)
         return EXIT_JOB
+    from ..supervisor import Supervisor  # here: a start refused above needs none of the pool's imports
+
     spool = Spool(
         config.spool,
         fsync=config.fsync,
