@@ -217,7 +217,7 @@ def declare(t: Task) -> None:
     A function whose module is not imported (code run with ``exec``) declares nowhere: its
     task is used through an App's registry, or not at all.
     """
-    module = sys.modules.get(t.func.__module__)
+    module = sys.modules.get(getattr(t.func, "__module__", None) or "")
     if module is None:
         return
     declared = vars(module).setdefault(TASKS_ATTR, [])
