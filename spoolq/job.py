@@ -30,6 +30,9 @@ MAX_ID_CHARS = 128
 MAX_ID_BYTES = 200
 MAX_TASK_NAME_CHARS = 200
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
+# An extra field `spoolq retry` sets: the failed/ name of the copy a replayed job came from, so
+# that the supervisor, taking the replay in, removes that copy (a rerun must not replay it twice).
+REPLAY_OF = "replay_of"
 
 _KNOWN = (
     "v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "retries", "max_retries",

@@ -317,7 +317,7 @@ class Pool:
                 still.append(proc)
         self._retiring = still
 
-    def kill_running(self, reason: str) -> list[tuple[Job, str]]:
+    def kill_running(self) -> list[tuple[Job, str]]:
         """Kill the children that run a job (shutdown after the timeout); returns their jobs
         with their ``ready/`` names, which the caller puts back without charging an attempt."""
         jobs = []

@@ -4,6 +4,13 @@ The caller holds ``spoolq.lock``, so no other process moves files meanwhile:
 
 - ``tmp/``: files of writers that died (older than ``tmp_max_age``) and finished jobs a
   child renamed there but had not unlinked yet are removed;
+- a file left under two names of the live states (``new/``, ``delayed/``, ``ready/``,
+  ``active/``): a move is one rename, but its two directories are flushed one after the
+  other, and on btrfs a power cut between the two flushes keeps both names.  The later name
+  is kept, as the move had been made (:func:`drop_twins`);
+- a job in ``ready/`` or ``delayed/`` whose later record is also there (a power loss undid
+  the move out of it but kept the outcome written after it): the earlier copy is removed
+  (:func:`drop_superseded`), so one id never names two live jobs;
 - ``active/``: every job there was running when its supervisor died.  One whose outcome was
   already recorded (the same job, further along, in ``ready/``, ``delayed/``, ``failed/`` or
   ``done/``: the crash fell between writing the record and removing this copy) is dropped;
@@ -24,7 +31,7 @@ from datetime import datetime
 
 from .errors import JobFormatError, JobGone, SpoolError
 from .job import Job
-from .layout import ACTIVE, DELAYED, DONE, FAILED, READY, TMP, is_discarded
+from .layout import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, TMP, is_discarded
 from .spool import Spool
 
 
@@ -33,6 +40,8 @@ class Recovery:
     """What :func:`recover` did, for the log and for ``fsck``'s report."""
 
     swept: list[str] = field(default_factory=list)  # tmp/ names removed
+    untwinned: list[str] = field(default_factory=list)  # "state/name" of second names removed
+    superseded: list[str] = field(default_factory=list)  # "state/name" of earlier copies removed
     requeued: list[tuple[Job, str]] = field(default_factory=list)  # (job, its ready/ name)
     dropped: list[Job] = field(default_factory=list)  # active/ copies whose outcome was recorded
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (active/ name, reason)
@@ -52,8 +61,9 @@ def recover(spool: Spool, now: datetime, *, tmp_max_age_s: float) -> Recovery:
         SpoolError: a directory cannot be listed (a file that cannot be moved is reported
             in ``stuck`` instead).
     """
-    out = Recovery(swept=sweep_tmp(spool, tmp_max_age_s, now.timestamp()))
-    active = [e for e in spool.scan(ACTIVE)]
+    out = Recovery(swept=sweep_tmp(spool, tmp_max_age_s, now.timestamp()), untwinned=drop_twins(spool))
+    out.superseded = drop_superseded(spool)
+    active = list(spool.scan(ACTIVE))
     if not active:
         return out
     finished = _records_of(spool, {e.job_id for e in active if e.job_id})
@@ -81,6 +91,69 @@ def recover(spool: Spool, now: datetime, *, tmp_max_age_s: float) -> Recovery:
         except SpoolError as exc:
             out.stuck.append((e.name, str(exc)))
     return out
+
+
+_MOVE_ORDER = (NEW, DELAYED, READY, ACTIVE)  # where moves lead: a later name wins over an earlier one
+
+
+def drop_twins(spool: Spool) -> list[str]:
+    """Remove the earlier name of each file a crash left under two names of the live states;
+    the names removed, as ``state/name``.  Only a file whose every name is in ``new/``,
+    ``delayed/``, ``ready/`` or ``active/`` is touched (a link from elsewhere may belong
+    outside the spool, and is refused as before)."""
+    names: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+    links: dict[tuple[int, int], int] = {}
+    for rank, state in enumerate(_MOVE_ORDER):
+        for e in spool.scan(state):
+            try:
+                st = spool.lstat(state, e.name)
+            except JobGone:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                names.setdefault(key, []).append((rank, state, e.name))
+                links[key] = st.st_nlink
+    removed = []
+    for key, found in names.items():
+        if len(found) != links[key]:
+            continue  # a name outside the live states: left to be refused
+        for _, state, name in sorted(found)[:-1]:
+            try:
+                spool.remove(state, name)
+            except SpoolError:
+                continue
+            removed.append(f"{state}/{name}")
+    return removed
+
+
+def drop_superseded(spool: Spool) -> list[str]:
+    """Remove a ``ready/`` or ``delayed/`` copy of a job when a later record of the same job
+    (the same enqueue, further along) is in ``delayed/``, ``failed/`` or ``done/``; the names
+    removed, as ``state/name``.  Only files whose ids meet are read."""
+    by_id: dict[str, list[tuple[str, str]]] = {}
+    for state in (READY, DELAYED, FAILED, DONE):
+        for e in spool.scan(state):
+            if e.job_id is not None:
+                by_id.setdefault(e.job_id, []).append((state, e.name))
+    removed = []
+    for places in by_id.values():
+        if len(places) < 2 or not any(state in (READY, DELAYED) for state, _ in places):
+            continue
+        jobs = []
+        for state, name in places:
+            try:
+                jobs.append((state, name, spool.read(state, name)))
+            except (JobFormatError, SpoolError):
+                continue
+        for state, name, job in jobs:
+            later = [o for s, n, o in jobs if (s, n) != (state, name)]
+            if state in (READY, DELAYED) and outcome_recorded(job, later):
+                try:
+                    spool.remove(state, name)
+                except SpoolError:
+                    continue
+                removed.append(f"{state}/{name}")
+    return removed
 
 
 def outcome_recorded(job: Job, others: list[Job]) -> bool:

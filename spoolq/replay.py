@@ -22,13 +22,11 @@ import dataclasses
 import logging
 
 from .errors import DuplicateJob, JobFormatError, JobGone, SpoolError
-from .job import Job
+from .job import REPLAY_OF, Job
 from .layout import ACTIVE, DELAYED, FAILED, NEW, READY, parse_name, plain_name, printable
 from .spool import Entry, Spool
 
 log = logging.getLogger("spoolq.replay")
-
-REPLAY_OF = "replay_of"
 
 # What replay() did.
 SENT = "sent"  # published into new/, failed copy removed

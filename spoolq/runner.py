@@ -82,7 +82,7 @@ def run_job(registry: Registry, msg: JobMessage) -> Answer:
         # Out of memory: the process, not the input, is at fault, and its heap (or a limit the
         # task set) may stay exhausted.  Answer as a death; the child then exits and is replaced.
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Answer(Kind.DIED, exc_type=type(exc).__name__, message=f"worker out of memory ({detail})",
+        return Answer(Kind.DIED, exc_type=type(exc).__name__, message=f"pool child out of memory ({detail})",
                       traceback=_format(exc), duration_s=time.perf_counter() - started, fatal=True)  # fmt: skip
     except BaseException as exc:  # noqa: BLE001 - every exception, even SystemExit, is the job's outcome
         return _error(exc, started, autoretry=bool(task.autoretry_for) and isinstance(exc, task.autoretry_for))

@@ -6,7 +6,6 @@ on a real spool, with the real task registry.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from conftest import files_in
@@ -14,16 +13,14 @@ from worker_tasks import lines
 
 from spoolq.job import Job
 from spoolq.layout import ACTIVE, READY, is_discarded, job_name
+from spoolq.protocol import JobMessage, Kind
 from spoolq.registry import discover
-from spoolq.retry import CLASH, GONE, SUCCESS
-from spoolq.runner import handle, job_message
+from spoolq.runner import handle
 from spoolq.spool import Spool
 
 
-def _message(job: Job, name: str, *, discard: bool) -> dict:
-    raw = job_message(job.id, job.task, job.args, job.kwargs, retries=0, eta=None, max_retries=None,
-                      soft_time_limit=None, claim=name, discard=discard)  # fmt: skip
-    return json.loads(raw)
+def _message(job: Job, name: str, *, discard: bool) -> JobMessage:
+    return JobMessage(job.id, job.task, job.args, job.kwargs, claim=name, discard=discard)
 
 
 def _ready(spool: Spool, job: Job) -> str:
@@ -41,7 +38,7 @@ def test_a_claimed_success_is_run_once_and_taken_out_of_active(tmp_path: Path, s
     answer = handle(registry, spool, _message(job, name, discard=True))
     spool.close()  # waits for the background unlink
     # Then it ran once, left ready/ and active/, and the answer says it is gone already
-    assert answer["kind"] == SUCCESS and answer["discarded"] is True
+    assert answer.kind is Kind.SUCCESS and answer.discarded is True
     assert [line.split()[0] for line in lines(ran)] == ["a"]
     assert files_in(spool.dir(READY)) == [] and files_in(spool.dir(ACTIVE)) == []
     assert [n for n in files_in(spool.dir("tmp")) if is_discarded(n)] == []
@@ -51,7 +48,7 @@ def test_without_discard_the_success_stays_in_active_for_the_supervisor(tmp_path
     registry = discover(["worker_tasks"], use_entry_points=False)
     job = Job(id="keep", task="wt.record", args=[str(tmp_path / "ran"), "keep"])
     answer = handle(registry, spool, _message(job, _ready(spool, job), discard=False))
-    assert answer["kind"] == SUCCESS and not answer.get("discarded")
+    assert answer.kind is Kind.SUCCESS and not answer.discarded
     assert files_in(spool.dir(ACTIVE)) == ["keep.json"]
 
 
@@ -63,7 +60,7 @@ def test_a_job_gone_from_ready_is_not_run(tmp_path: Path, spool: Spool) -> None:
     name = _ready(spool, job)
     (spool.dir(READY) / name).unlink()
     answer = handle(registry, spool, _message(job, name, discard=True))
-    assert answer["kind"] == GONE and "was gone" in answer["message"]
+    assert answer.kind is Kind.GONE and "was gone" in answer.message
     assert lines(ran) == []
 
 
@@ -74,7 +71,7 @@ def test_an_id_already_active_is_not_claimed_twice(tmp_path: Path, spool: Spool)
     spool.write(ACTIVE, "twice.json", job)
     name = _ready(spool, job)
     answer = handle(registry, spool, _message(job, name, discard=True))
-    assert answer["kind"] == CLASH
+    assert answer.kind is Kind.CLASH
     assert lines(ran) == [] and name in files_in(spool.dir(READY))
 
 

@@ -21,12 +21,12 @@ import spoolq
 pytestmark = pytest.mark.timeout(120)
 
 CAUSES = {
-    "segv": ("WorkerLost", "worker died: signal 11 (SIGSEGV)"),
-    "segv_signal": ("WorkerLost", "worker died: signal 11 (SIGSEGV)"),
-    "exit3": ("WorkerLost", "worker exited with code 3"),
-    "exit255": ("WorkerLost", "worker exited with code 255"),  # what a dead forkserver also gives
-    "sigkill": ("WorkerLost", "worker died: signal 9 (SIGKILL)"),
-    "oom": ("MemoryError", "worker out of memory (MemoryError)"),
+    "segv": ("WorkerLost", "pool child died: signal 11 (SIGSEGV)"),
+    "segv_signal": ("WorkerLost", "pool child died: signal 11 (SIGSEGV)"),
+    "exit3": ("WorkerLost", "pool child exited with code 3"),
+    "exit255": ("WorkerLost", "pool child exited with code 255"),  # what a dead forkserver also gives
+    "sigkill": ("WorkerLost", "pool child died: signal 9 (SIGKILL)"),
+    "oom": ("MemoryError", "pool child out of memory (MemoryError)"),
 }
 
 
@@ -73,7 +73,7 @@ def test_a_child_killed_from_outside_is_replaced_and_its_job_retried(tmp_path):
             killed.append(pid)
         wait_for(lambda: where(spool, job_id) == ["failed"], what="the job in failed/")
         job = read_job(spool, "failed", job_id)
-        assert [e["message"] for e in job["errors"]] == ["worker died: signal 9 (SIGKILL)"] * 3
+        assert [e["message"] for e in job["errors"]] == ["pool child died: signal 9 (SIGKILL)"] * 3
         # The pool is whole again: two jobs run side by side afterwards.
         later = [app.send_task("wt.record", args=[out, f"later{i}"]).id for i in range(4)]
         wait_for(lambda: all(where(spool, i) == [] for i in later), what="later jobs")

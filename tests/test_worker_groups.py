@@ -82,7 +82,7 @@ def test_a_child_that_exits_leaving_a_grandchild_is_a_worker_death_not_a_lost_fo
         assert status == 0, log
         job = read_job(spool, "failed", job_id)
         errors = [(e["type"], e["message"]) for e in job["errors"]]
-        assert errors == [("WorkerLost", "worker exited with code 3")], log
+        assert errors == [("WorkerLost", "pool child exited with code 3")], log
         assert "forkserver" not in log
         grandchild = _pid(out, "grandchild x")
         wait_for(lambda: not _alive(grandchild), what="the grandchild killed")

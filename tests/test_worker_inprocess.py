@@ -31,7 +31,7 @@ def test_close_gives_back_the_signal_handlers_and_the_wakeup_fd(tmp_path):
 
 def test_a_flood_in_new_is_taken_in_by_bounded_batches_without_stopping_the_loop(tmp_path):
     from spoolq import App
-    from spoolq.supervisor import INGEST_BATCH
+    from spoolq.intake import INGEST_BATCH
 
     n = INGEST_BATCH * 2 + 10
     app = App(tmp_path / "spool", fsync=False)
@@ -43,12 +43,12 @@ def test_a_flood_in_new_is_taken_in_by_bounded_batches_without_stopping_the_loop
         # The start took in one whole listing (priority order for what was queued before
         # it) and came back; the loop would not sleep before the next tick.
         assert len(list((tmp_path / "spool" / "new").iterdir())) == n - INGEST_BATCH
-        assert sup._sleep_time(sup.clock()) == 0.0
+        assert sup._sleep_time() == 0.0
         # Later ticks take in short slices, so each comes back quickly (a generous bound:
         # it only catches a tick that reads everything at once), until new/ is empty.
         for _ in range(n):
             t0 = time.monotonic()
-            sup.tick(sup.clock())
+            sup.tick(sup.clock.now())
             assert time.monotonic() - t0 < 0.25
             if not list((tmp_path / "spool" / "new").iterdir()):
                 break

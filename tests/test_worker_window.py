@@ -12,7 +12,7 @@ import time
 import pytest
 from worker_tasks import lines
 
-import spoolq.supervisor as supervisor_module
+import spoolq.index as index_module
 from spoolq import App
 from spoolq.registry import discover
 from spoolq.spool import Spool
@@ -23,13 +23,13 @@ def _drain(sup: Supervisor, expected: int, ran: str, bound_s: float = 60.0) -> N
     deadline = time.monotonic() + bound_s
     while len(lines(ran)) < expected or sup.pool.busy():
         assert time.monotonic() < deadline, f"only {len(lines(ran))} of {expected} ran"
-        sup.tick(sup.clock())
+        sup.tick(sup.clock.now())
         time.sleep(0.002)
 
 
 @pytest.fixture
 def small_window(monkeypatch):
-    monkeypatch.setattr(supervisor_module, "READY_WINDOW", 8)
+    monkeypatch.setattr(index_module, "READY_WINDOW", 8)
 
 
 def test_a_backlog_beyond_the_window_runs_once_each_in_priority_order(tmp_path, small_window):
@@ -63,8 +63,8 @@ def test_an_urgent_job_arriving_during_a_spilled_backlog_jumps_the_queue(tmp_pat
     sup.start()
     try:
         for _ in range(3):
-            sup.tick(sup.clock())
-        assert sup._ready_spilled
+            sup.tick(sup.clock.now())
+        assert sup.index.spilled
         # When an urgent job arrives
         app.send_task("wt.record", args=[ran, "urgent"], priority=9)
         _drain(sup, 41, ran)
