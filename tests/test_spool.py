@@ -269,7 +269,7 @@ def test_readahead_only_looks_and_never_blocks_or_follows(tmp_path: Path) -> Non
     # Given what a hostile new/ may hold: a job, a FIFO, a symlink out of the spool, a huge file
     import time
 
-    from spoolq.spool import Readahead
+    from spoolq.intake import Readahead
 
     outside = tmp_path / "outside"
     outside.write_bytes(b"secret")
@@ -282,7 +282,7 @@ def test_readahead_only_looks_and_never_blocks_or_follows(tmp_path: Path) -> Non
     before = {p.name: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in [*new.iterdir(), outside]}
     # When the readahead threads go through them
     ra = Readahead(max_size=1024, threads=2)
-    ra.put(str(p) for p in new.iterdir())
+    ra.put((str(p), None) for p in new.iterdir())
     t0 = time.monotonic()
     ra.close()
     # Then they finished at once (no FIFO open blocked them) and changed nothing
