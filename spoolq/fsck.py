@@ -7,7 +7,9 @@ What is checked, and what a repair does:
   writer renames its file within milliseconds).
 - ``orphaned-active``: a job in ``active/`` while no supervisor holds the lock.  Repair runs
   the crash recovery a supervisor runs when it starts (:func:`spoolq.recovery.recover`): back
-  to ``ready/``, or dropped when its outcome was already recorded elsewhere.
+  to ``ready/``, or dropped when its outcome was already recorded elsewhere.  Recovery also
+  removes what else a crash left (a second name of one file, a copy superseded by a later
+  record); the report says so beside the finding it answers.
 - ``foreign``: not a job file: a name not ending in ``.json``, a directory, a symlink, a
   FIFO, a socket, a hard link.  Repair rejects it into ``failed/`` (renamed, never followed,
   opened or read).
@@ -352,26 +354,30 @@ def _rename(spool: Spool, f: Finding, now: datetime) -> str:
 
 
 def _recover(spool: Spool, now: datetime, tmp_max_age: float) -> dict[tuple[str, str], str]:
-    """The crash recovery a supervisor runs when it starts (the caller holds the lock):
-    each ``active/`` job goes back to ``ready/``, or is dropped when its outcome was
-    already recorded, or is moved aside when it cannot be read."""
+    """The crash recovery a supervisor runs when it starts (the caller holds the lock), when
+    ``active/`` holds something: each job there goes back to ``ready/``, or is dropped when
+    its outcome was already recorded, or is moved aside when it cannot be read.  What it
+    does besides (see :func:`spoolq.recovery.recover`) is reported too."""
     if not spool.names(ACTIVE, 1):
         return {}
-    done = recover(spool, now, tmp_max_age_s=tmp_max_age)
-    return {(ORPHANED, _rel(ACTIVE, name)): what for name, what in _what_recovery_did(done).items()}
+    return _what_recovery_did(recover(spool, now, tmp_max_age_s=tmp_max_age))
 
 
-def _what_recovery_did(done: Recovery) -> dict[str, str]:
-    """For each ``active/`` name recovery handled, what became of it, in words."""
+def _what_recovery_did(done: Recovery) -> dict[tuple[str, str], str]:
+    """What became of each file recovery handled, in words, by the finding it answers."""
     out = {}
     for job, ready in done.requeued:
-        out[plain_name(job.id)] = f"returned to {READY}/{ready}"
+        out[ORPHANED, _rel(ACTIVE, plain_name(job.id))] = f"returned to {READY}/{ready}"
     for job in done.dropped:
-        out[plain_name(job.id)] = "dropped: its outcome was already recorded"
+        out[ORPHANED, _rel(ACTIVE, plain_name(job.id))] = "dropped: its outcome was already recorded"
     for name, _ in done.rejected:
-        out[name] = f"unreadable: moved to {FAILED}/ with the reason beside it"
+        out[ORPHANED, _rel(ACTIVE, name)] = f"unreadable: moved to {FAILED}/ with the reason beside it"
     for name, why in done.stuck:
-        out[name] = f"left in active/ (cannot move it: {why})"
+        out[ORPHANED, _rel(ACTIVE, name)] = f"left in active/ (cannot move it: {why})"
+    for path in done.untwinned:
+        out[FOREIGN, path] = "removed: a second name of a file moved by a crash (the later name is kept)"
+    for path in done.superseded:
+        out[DUPLICATE, path] = "removed: a later record of the same job is kept"
     return out
 
 
