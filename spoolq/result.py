@@ -8,11 +8,13 @@ supervisor.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import JobFormatError, JobGone, JobNotFound, ResultTimeout, TaskFailed
 from .layout import ACTIVE, DELAYED, DONE, FAILED, NEW, READY
-from .spool import Entry, Spool
+
+if TYPE_CHECKING:  # only for types: task.py (and so retry.py) imports this module
+    from .spool import Entry, Spool
 
 # The states in the order jobs move through them (see AsyncResult._locate).
 _MOVE_ORDER = (NEW, READY, ACTIVE, DELAYED, DONE, FAILED)
