@@ -37,12 +37,12 @@ def forget_previous_run(app: spoolq.App) -> None:
     for state in ("failed", "done"):
         for entry in app.spool.entries(state):
             try:
-                job = app.spool.read(entry.path)
-            except (OSError, spoolq.SpoolqError):
+                job = app.spool.read(state, entry.name)
+                if job.task.startswith(PREFIX):
+                    app.spool.remove(state, entry.name)
+                    removed += 1
+            except spoolq.SpoolqError:  # not a job, or gone meanwhile
                 continue
-            if job.task.startswith(PREFIX):
-                app.spool.remove(entry.path)
-                removed += 1
     app.spool.barrier()
     if removed:
         print(f"(removed {removed} job files of an earlier run from {SPOOL}/failed and {SPOOL}/done)")

@@ -4,26 +4,30 @@ Jobs are JSON files in a spool directory; a supervisor fans them out to worker p
 failed jobs wait for their retry in timestamped files.  See README.md for the tour.
 """
 
-from .app import App, AsyncResult, current_app
+from .app import App, current_app, task
 from .errors import (
     ConfigError,
     DuplicateJob,
     InvalidJobId,
     JobFormatError,
+    JobGone,
     JobNotFound,
     JobTooLarge,
     MaxRetriesExceeded,
+    NameTaken,
     ResultTimeout,
     Retry,
     SoftTimeLimitExceeded,
     SpoolError,
+    SpoolGone,
     SpoolLocked,
     SpoolqError,
     TaskFailed,
     TaskNotFound,
 )
 from .job import Job
-from .task import Task, task
+from .result import AsyncResult
+from .task import Task
 
 __version__ = "0.1.0"
 
@@ -35,13 +39,16 @@ __all__ = [
     "InvalidJobId",
     "Job",
     "JobFormatError",
+    "JobGone",
     "JobNotFound",
     "JobTooLarge",
     "MaxRetriesExceeded",
+    "NameTaken",
     "ResultTimeout",
     "Retry",
     "SoftTimeLimitExceeded",
     "SpoolError",
+    "SpoolGone",
     "SpoolLocked",
     "SpoolqError",
     "Task",

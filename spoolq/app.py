@@ -1,41 +1,66 @@
-"""The producer's side: ``App``, ``send_task``, bulk enqueue and result handles.
+"""The producer's side: ``App``, ``send_task``, bulk enqueue, and which App is current.
 
 An App is a spool plus a task registry.  Enqueueing builds a :class:`~spoolq.job.Job`, checks
 it (JSON arguments, a safe id, the size limit) and publishes it into ``new/``; nothing else of
 the spool is written by producers.  The call returns once the job is durable: that is the
 acknowledgement.
+
+Creating an App changes nothing global.  A task declared with the module-level
+``@spoolq.task`` enqueues through :func:`current_app`, which is, in this order: the App
+entered with ``with app:`` in this thread or task (``app.batch()`` enters it too), else the
+App made the process default with :meth:`App.set_default`, else one built once from the
+configuration (:meth:`App.from_config`: ``SPOOLQ_SPOOL``, ``./spoolq.ini``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
-import time
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 from .clock import utcnow
 from .codec import as_utc
 from .config import Config, load_config
-from .errors import DuplicateJob, JobFormatError, JobGone, JobNotFound, ResultTimeout, SpoolqError, TaskFailed
+from .errors import DuplicateJob, JobFormatError, SpoolqError
 from .job import MAX_PRIORITY, MIN_PRIORITY, Job, check_json_args, validate_id
-from .layout import ACTIVE, DELAYED, DONE, FAILED, NEW, READY
 from .registry import Registry, discover
-from .spool import Entry, Spool
-from .task import Task, declare, make_decorator
+from .result import AsyncResult
+from .spool import Spool
+from .task import Task, make_decorator
 
-_current: App | None = None
+# The Apps entered with ``with app:`` in this context (thread or asyncio task), innermost last.
+_entered: contextvars.ContextVar[tuple[App, ...]] = contextvars.ContextVar("spoolq_entered_apps", default=())
+_default: App | None = None  # set only by App.set_default()
+_configured: App | None = None  # built from the configuration on first need
+_configured_lock = threading.Lock()
 
 
 def current_app() -> App:
-    """The App that unbound tasks enqueue through: the last one created in this process,
-    else one built from the configuration (``SPOOLQ_SPOOL``, ``./spoolq.ini``)."""
-    global _current
-    if _current is None:
-        _current = App.from_config()
-    return _current
+    """The App that tasks declared with the module-level ``@spoolq.task`` enqueue through.
+
+    Returns:
+        The App entered with ``with app:`` here (innermost), else the one made the process
+        default with :meth:`App.set_default`, else one built from the configuration
+        (``SPOOLQ_SPOOL``, ``./spoolq.ini``), once.
+    Raises:
+        ConfigError: no App is entered or set as default, and the configuration is invalid.
+    """
+    entered = _entered.get()
+    if entered:
+        return entered[-1]
+    if _default is not None:
+        return _default
+    global _configured
+    with _configured_lock:
+        if _configured is None:
+            _configured = App.from_config()
+        return _configured
 
 
 class App:
@@ -62,7 +87,6 @@ class App:
         dir_mode: int = 0o700,
         file_mode: int = 0o600,
     ) -> None:
-        global _current
         self.spool = Spool(
             spool, fsync=fsync, max_job_size=max_job_size, dir_mode=dir_mode, file_mode=file_mode, create=False
         )
@@ -70,9 +94,9 @@ class App:
         self.clock = clock
         self.config = config
         self.registry = Registry()
-        self.task = make_decorator(self._register, self)
+        self.task = make_decorator(self.registry.register, app=self)
+        self.task.__doc__ = "Declare a task bound to this App: ``@app.task`` or ``@app.task(name=..., ...)``."
         self._batch: list[Job] | None = None
-        _current = self
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> App:
@@ -98,11 +122,31 @@ class App:
     def __repr__(self) -> str:
         return f"<spoolq.App {self.spool.path}>"
 
-    # -- tasks --------------------------------------------------------------------------
+    # -- being the current App ------------------------------------------------------------
 
-    def _register(self, task: Task) -> None:
-        self.registry.register(task)
-        declare(task)
+    def __enter__(self) -> App:
+        """Make this the current App for the block (this thread or asyncio task only)."""
+        _entered.set((*_entered.get(), self))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack = list(_entered.get())
+        for i in range(len(stack) - 1, -1, -1):  # the innermost entry of this App
+            if stack[i] is self:
+                del stack[i]
+                break
+        _entered.set(tuple(stack))
+
+    def set_default(self) -> App:
+        """Make this the current App of the whole process wherever no App is entered with
+        ``with``; returns it.  The last call wins (it is the one explicit global)."""
+        global _default
+        _default = self
+        return self
+
+    # -- tasks --------------------------------------------------------------------------
 
     def load_tasks(self, includes: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:
         """Import the task modules (entry points, this App's imports, ``includes``) and
@@ -171,8 +215,9 @@ class App:
             result_ttl=None if result_ttl is None else _number(result_ttl, "result_ttl"),
         )
 
-    def send_task(self, name: str, args: list | tuple | None = None, kwargs: dict | None = None,
-                  **options: Any) -> AsyncResult:
+    def send_task(
+        self, name: str, args: list | tuple | None = None, kwargs: dict | None = None, **options: Any
+    ) -> AsyncResult:
         """Enqueue a task by name; the task's code need not be importable here.
 
         Parameters:
@@ -231,16 +276,21 @@ class App:
     @contextlib.contextmanager
     def batch(self) -> Iterator[list[Job]]:
         """Collect every enqueue inside the block and publish them together on exit, with
-        one durability barrier; on an exception inside the block nothing is written."""
+        one durability barrier; on an exception inside the block nothing is written.
+
+        The App is entered for the block (``with app:``), so ``delay()`` on a task declared
+        with the module-level ``@spoolq.task`` joins this batch too.
+        """
         if self._batch is not None:
             raise SpoolqError("batches do not nest")
         self._batch = []
         try:
-            yield self._batch
+            with self:
+                yield self._batch
             jobs = self._batch
         finally:
             self._batch = None
-        self.spool.publish_many(jobs)
+        self.spool.deliver(jobs)
 
     # -- results ------------------------------------------------------------------------
 
@@ -249,90 +299,23 @@ class App:
         return AsyncResult(validate_id(job_id), self)
 
 
-class AsyncResult:
-    """A handle on an enqueued job: its id, its state, and its result when kept."""
-
-    def __init__(self, job_id: str, app: App) -> None:
-        self.id = job_id
-        self.app = app
-
-    def __repr__(self) -> str:
-        return f"<AsyncResult {self.id}>"
-
-    @property
-    def state(self) -> str:
-        """``PENDING`` (new/ready), ``RETRY`` (delayed), ``STARTED`` (active), ``SUCCESS``
-        (result kept in done/), ``FAILURE`` (failed/), or ``UNKNOWN`` (finished without
-        a kept result, or never existed)."""
-        try:
-            entry = self.app.spool.find(self.id, (ACTIVE, NEW, READY, DELAYED, DONE, FAILED))
-        except JobNotFound:
-            return "UNKNOWN"
-        return {NEW: "PENDING", READY: "PENDING", DELAYED: "RETRY", ACTIVE: "STARTED",
-                DONE: "SUCCESS", FAILED: "FAILURE"}[entry.state]  # fmt: skip
-
-    def ready(self) -> bool:
-        """Whether the job has finished with a kept result or failed."""
-        return self.state in ("SUCCESS", "FAILURE")
-
-    def get(self, timeout: float | None = None, interval: float = 0.02) -> Any:
-        """Wait for the kept result and return it.
-
-        Parameters:
-            timeout: seconds to wait at most (None: forever).
-            interval: seconds between looks.
-        Raises:
-            ResultTimeout: no result within ``timeout``.
-            TaskFailed: the job ended in ``failed/``; its last error is attached.
-            JobNotFound: the job is in no state: it finished without keeping a result (no
-                ``result_ttl``), its result expired, or it never existed.  Said at once,
-                not after ``timeout``.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            entry = self._locate()
-            if entry is None:
-                raise JobNotFound(self.id)
-            if entry.state == DONE:
-                try:
-                    return self.app.spool.read(entry.state, entry.name).result
-                except JobGone:
-                    continue  # expired just now: the next look says so
-            if entry.state == FAILED:
-                try:
-                    job = self.app.spool.read(entry.state, entry.name)
-                    raise TaskFailed(self.id, job.errors[-1] if job.errors else None)
-                except (JobGone, JobFormatError):
-                    raise TaskFailed(self.id, None) from None
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(f"no result for job {self.id!r} within {timeout:g} s")
-            time.sleep(interval)
-
-    def _locate(self) -> Entry | None:
-        """Where the job is, or None once two looks in a row found it nowhere.
-
-        One look checks the states one after another, so a job that moves between two of
-        them can be missed.  The order is the one jobs move through (new, ready, active,
-        delayed, then done or failed), so only a move against it (delayed or active back to
-        ready, failed back to new) can hide a job from one look; a second look would have
-        to meet another such move at the same moment to miss it too.
-        """
-        for _ in range(2):
-            try:
-                return self.app.spool.find(self.id, _MOVE_ORDER)
-            except JobNotFound:
-                continue
-        return None
-
-
-_MOVE_ORDER = (NEW, READY, ACTIVE, DELAYED, DONE, FAILED)
-
-
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < _MAX_SECONDS:
         raise JobFormatError(f"{what} must be a non-negative number of seconds, got {value!r}", field=what)
     return float(value)
 
+
+def _declare_only(task: Task) -> None:
+    """An unbound task joins no registry: discovery finds it on its module."""
+
+
+task = make_decorator(_declare_only, app_resolver=current_app)
+task.__doc__ = """Declare a task that any App or worker runs by name (for code that does not know the spool).
+
+Usable as ``@spoolq.task`` or ``@spoolq.task(name=..., max_retries=..., ...)``; the options
+are those of :class:`~spoolq.task.Task`.  The task is declared on its module (discovery finds
+it there); its ``delay()`` enqueues through :func:`current_app`.
+"""
 
 # About 3000 years: beyond it ``now + timedelta(seconds=...)`` overflows datetime (and NaN, inf fail too).
 _MAX_SECONDS = 1e11

@@ -6,8 +6,10 @@ What is checked, and what a repair does:
   Repair removes it; this is the one repair that is safe while a supervisor runs (a live
   writer renames its file within milliseconds).
 - ``orphaned-active``: a job in ``active/`` while no supervisor holds the lock.  Repair runs
-  the supervisor's own crash recovery: back to ``ready/``, or dropped when its outcome was
-  already recorded elsewhere.
+  the crash recovery a supervisor runs when it starts (:func:`spoolq.recovery.recover`): back
+  to ``ready/``, or dropped when its outcome was already recorded elsewhere.  Recovery also
+  removes what else a crash left (a second name of one file, a copy superseded by a later
+  record); the report says so beside the finding it answers.
 - ``foreign``: not a job file: a name not ending in ``.json``, a directory, a symlink, a
   FIFO, a socket, a hard link.  Repair rejects it into ``failed/`` (renamed, never followed,
   opened or read).
@@ -29,40 +31,43 @@ only after ``lstat`` says it is a regular file with one link (and then through `
 from __future__ import annotations
 
 import logging
-import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from .clock import utcnow
-from .errors import JobFormatError, SpoolLocked
+from .errors import JobFormatError, JobGone, NameTaken, SpoolError, SpoolLocked
 from .job import Job
 from .layout import (
     ACTIVE,
-    BAD_SUFFIX,
     DELAYED,
     FAILED,
     LIVE_STATES,
     NEW,
     READY,
-    REASON_SUFFIX,
     STATES,
     TMP,
     file_kind,
+    is_bad,
     job_name,
     parse_name,
+    plain_name,
     printable,
 )
-from .spool import Spool
+from .recovery import Recovery, recover, sweep_tmp, tmp_twin
+from .spool import Entry, Spool
 
 log = logging.getLogger("spoolq.fsck")
 
 STALE_TMP, ORPHANED, FOREIGN, UNPARSEABLE, MISNAMED, DUPLICATE = (
-    "stale-tmp", "orphaned-active", "foreign", "unparseable", "misnamed", "duplicate",
-)  # fmt: skip
+    "stale-tmp",
+    "orphaned-active",
+    "foreign",
+    "unparseable",
+    "misnamed",
+    "duplicate",
+)
 # A producer's file in new/ has two links between its link() and its unlink() of the tmp name.
 LINK_GRACE_S = 2.0
 # When one id is in two live files, the further along wins ties on the error history.
@@ -133,12 +138,15 @@ class Report:
 @dataclass
 class _Record:
     state: str
-    path: Path
+    name: str
     job: Job
 
+    @property
+    def rel(self) -> str:
+        return _rel(self.state, self.name)
 
-def check(spool: Spool, *, repair: bool = False, now: datetime | None = None,
-          tmp_max_age: float = 3600.0) -> Report:  # fmt: skip
+
+def check(spool: Spool, *, repair: bool = False, now: datetime | None = None, tmp_max_age: float = 3600.0) -> Report:
     """Check a spool, and with ``repair`` fix what can be fixed.
 
     Parameters:
@@ -162,8 +170,9 @@ def check(spool: Spool, *, repair: bool = False, now: datetime | None = None,
         return report
     spool.ensure()
     if held:
-        report.findings = [_repair_tmp(spool, f, now, tmp_max_age) if f.kind == STALE_TMP else f
-                           for f in report.findings]  # fmt: skip
+        report.findings = [
+            _repair_tmp(spool, f, now, tmp_max_age) if f.kind == STALE_TMP else f for f in report.findings
+        ]
         if any(f.kind != STALE_TMP for f in report.findings):
             report.notes.append(
                 f"a supervisor (pid {lock.holder() or '?'}) holds the spool: only stale tmp/ files were removed; "
@@ -192,61 +201,47 @@ def _scan(spool: Spool, now: datetime, tmp_max_age: float, *, supervisor_running
     findings = list(_stale_tmp(spool, now, tmp_max_age))
     records: dict[str, list[_Record]] = {}
     for state in STATES:
-        for de in _listing(spool.dir(state)):
-            finding, job = _examine(spool, state, de)
+        for e in spool.entries(state):
+            finding, job = _examine(spool, e, now)
             if finding is not None:
                 findings.append(finding)
                 continue
             if job is not None and state in LIVE_STATES:
-                records.setdefault(job.id, []).append(_Record(state, Path(de.path), job))
+                records.setdefault(job.id, []).append(_Record(state, e.name, job))
             if job is not None and state == ACTIVE and not supervisor_running:
-                findings.append(Finding(ORPHANED, _rel(spool, de.path), "in active/ but no supervisor holds the lock"))
+                findings.append(Finding(ORPHANED, _rel(state, e.name), "in active/ but no supervisor holds the lock"))
     for job_id, recs in sorted(records.items()):
         if len(recs) > 1:
             keep = _most_advanced(recs)
             for r in recs:
                 if r is not keep:
-                    findings.append(
-                        Finding(
-                            DUPLICATE,
-                            _rel(spool, r.path),
-                            f"id {job_id!r} is also live in {_rel(spool, keep.path)}, which is kept",
-                        )
-                    )
+                    detail = f"id {job_id!r} is also live in {keep.rel}, which is kept"
+                    findings.append(Finding(DUPLICATE, r.rel, detail))
     return findings
-
-
-def _listing(d: Path) -> list[os.DirEntry]:
-    try:
-        with os.scandir(d) as it:
-            return sorted(it, key=lambda de: de.name)
-    except FileNotFoundError:
-        return []
 
 
 def _stale_tmp(spool: Spool, now: datetime, tmp_max_age: float) -> Iterator[Finding]:
     now_s = now.timestamp()
-    for de in _listing(spool.dir(TMP)):
+    for e in spool.entries(TMP):
         try:
-            st = de.stat(follow_symlinks=False)
-        except FileNotFoundError:
+            st = spool.lstat(TMP, e.name)
+        except JobGone:
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield Finding(FOREIGN, _rel(spool, de.path), "a directory in tmp/")
+            yield Finding(FOREIGN, _rel(TMP, e.name), "a directory in tmp/")
         elif now_s - st.st_mtime > tmp_max_age:
             age = now_s - st.st_mtime
-            yield Finding(STALE_TMP, _rel(spool, de.path), f"left by a writer that died ({age:.0f} s old)")
+            yield Finding(STALE_TMP, _rel(TMP, e.name), f"left by a writer that died ({age:.0f} s old)")
 
 
-def _examine(spool: Spool, state: str, de: os.DirEntry) -> tuple[Finding | None, Job | None]:
+def _examine(spool: Spool, e: Entry, now: datetime) -> tuple[Finding | None, Job | None]:
     """A finding about one entry of a state directory, or the job it holds."""
-    rel = _rel(spool, de.path)
+    state, name, rel = e.state, e.name, _rel(e.state, e.name)
     try:
-        st = de.stat(follow_symlinks=False)
-    except FileNotFoundError:  # moved meanwhile
+        st = spool.lstat(state, name)
+    except JobGone:  # moved meanwhile
         return None, None
-    name = de.name
-    if state == FAILED and (name.endswith(BAD_SUFFIX) or name.endswith(BAD_SUFFIX + REASON_SUFFIX)):
+    if state == FAILED and is_bad(name):
         return None, None  # already rejected, kept as it was found
     kind = _kind(st.st_mode)
     if kind:
@@ -254,14 +249,14 @@ def _examine(spool: Spool, state: str, de: os.DirEntry) -> tuple[Finding | None,
     if not name.endswith(".json") or name.startswith("."):
         return Finding(FOREIGN, rel, "not a job file (a job's name ends in .json)"), None
     if st.st_nlink > 1:
-        if state == NEW and (time.time() - st.st_ctime < LINK_GRACE_S or spool.tmp_twin(st) is not None):
+        if state == NEW and (now.timestamp() - st.st_ctime < LINK_GRACE_S or tmp_twin(spool, st) is not None):
             return None, None  # a producer between its link() and its unlink(), or killed there
         return Finding(FOREIGN, rel, f"a hard link ({st.st_nlink} links): may belong outside the spool"), None
     try:
-        job = spool.read(Path(de.path))
-    except FileNotFoundError:
+        job = spool.read(state, name)
+    except JobGone:
         return None, None
-    except (JobFormatError, OSError) as exc:
+    except (JobFormatError, SpoolError) as exc:
         return Finding(UNPARSEABLE, rel, str(exc)), None
     name_id, _ = parse_name(state, name)
     if name_id != job.id:
@@ -279,11 +274,18 @@ def _kind(mode: int) -> str:
 
 def _most_advanced(recs: list[_Record]) -> _Record:
     # More history means further along (a retry was recorded); then the later state.
-    return max(recs, key=lambda r: (r.job.error_count(), r.job.retries, _STATE_RANK[r.state], r.path.name))
+    return max(recs, key=lambda r: (r.job.error_count(), r.job.retries, _STATE_RANK[r.state], r.name))
 
 
-def _rel(spool: Spool, path: str | Path) -> str:
-    return os.path.relpath(path, spool.path)
+def _rel(state: str, name: str) -> str:
+    """A file's place as findings name it: relative to the spool."""
+    return f"{state}/{name}"
+
+
+def _split(rel: str) -> tuple[str, str]:
+    """The ``(state, name)`` of a finding's path (names never hold a ``/``)."""
+    state, _, name = rel.partition("/")
+    return state, name
 
 
 # -- repairing ----------------------------------------------------------------------------
@@ -313,76 +315,70 @@ def _repair(spool: Spool, findings: list[Finding], now: datetime, tmp_max_age: f
 
 
 def _repair_tmp(spool: Spool, f: Finding, now: datetime, tmp_max_age: float) -> Finding:
-    removed = {_rel(spool, p) for p in spool.sweep_tmp(tmp_max_age, now.timestamp())}
+    removed = {_rel(TMP, name) for name in sweep_tmp(spool, tmp_max_age, now.timestamp())}
     return Finding(f.kind, f.path, f.detail, "removed" if f.path in removed else "")
 
 
 def _reject(spool: Spool, f: Finding, reason: str, now: datetime) -> str:
-    path = spool.path / f.path
+    state, name = _split(f.path)
     try:
-        target = spool.reject(path, reason, now)
-    except FileNotFoundError:
+        bad = spool.reject(state, name, reason, now)
+    except JobGone:
         return "gone meanwhile"
-    except OSError as exc:
-        log.error("cannot reject %s: %s", f.path, exc)
+    except SpoolError as exc:
+        log.error("cannot reject %s: %s", printable(f.path), exc)
         return ""
-    return f"moved to {_rel(spool, target)}"
+    return f"moved to {_rel(FAILED, bad)}"
 
 
 def _rename(spool: Spool, f: Finding, now: datetime) -> str:
-    path = spool.path / f.path
-    state = path.parent.name
+    state, name = _split(f.path)
     try:
-        job = spool.read(path)
-    except (JobFormatError, OSError):
+        job = spool.read(state, name)
+    except (JobFormatError, SpoolError):
         return _reject(spool, f, f"{f.path}: unreadable", now)
-    when = parse_name(state, path.name)[1]
+    when = parse_name(state, name)[1]
     if state == DELAYED:
         when = when or job.eta or now
     elif state == FAILED:
         when = when or now
-    name = job_name(state, job, when)
+    to_name = job_name(state, job, when)
     try:
-        spool.move(path, state, name)
-    except FileExistsError:
-        return _reject(spool, f, f"{f.path}: {f.detail}, and {state}/{name} is taken", now)
-    except OSError as exc:
-        log.error("cannot rename %s: %s", f.path, exc)
+        spool.move(state, name, state, to_name)
+    except NameTaken:
+        return _reject(spool, f, f"{f.path}: {f.detail}, and {state}/{to_name} is taken", now)
+    except SpoolError as exc:
+        log.error("cannot rename %s: %s", printable(f.path), exc)
         return ""
-    return f"renamed to {state}/{name}"
+    return f"renamed to {state}/{to_name}"
 
 
 def _recover(spool: Spool, now: datetime, tmp_max_age: float) -> dict[tuple[str, str], str]:
-    """The supervisor's own crash recovery (the caller holds the lock): each ``active/``
-    job goes back to ``ready/``, or is dropped when its outcome was already recorded."""
-    from .registry import Registry
-    from .supervisor import Supervisor
-
-    before = {de.name for de in _listing(spool.dir(ACTIVE))}
-    if not before:
+    """The crash recovery a supervisor runs when it starts (the caller holds the lock), when
+    ``active/`` holds something: each job there goes back to ``ready/``, or is dropped when
+    its outcome was already recorded, or is moved aside when it cannot be read.  What it
+    does besides (see :func:`spoolq.recovery.recover`) is reported too."""
+    if not spool.names(ACTIVE, 1):
         return {}
-    sup = Supervisor(spool, Registry(), concurrency=1, tmp_max_age=tmp_max_age, clock=lambda: now)
-    try:
-        sup.recover(now)
-    finally:
-        sup.waker.close()
-    after = {de.name for de in _listing(spool.dir(ACTIVE))}
+    return _what_recovery_did(recover(spool, now, tmp_max_age_s=tmp_max_age))
+
+
+def _what_recovery_did(done: Recovery) -> dict[tuple[str, str], str]:
+    """What became of each file recovery handled, in words, by the finding it answers."""
     out = {}
-    for name in before:
-        where = "left in active/ (cannot move it; see the log)" if name in after else _whereabouts(spool, name)
-        out[ORPHANED, f"{ACTIVE}/{name}"] = where
+    for job, ready in done.requeued:
+        out[ORPHANED, _rel(ACTIVE, plain_name(job.id))] = f"returned to {READY}/{ready}"
+    for job in done.dropped:
+        out[ORPHANED, _rel(ACTIVE, plain_name(job.id))] = "dropped: its outcome was already recorded"
+    for name, _ in done.rejected:
+        out[ORPHANED, _rel(ACTIVE, name)] = f"unreadable: moved to {FAILED}/ with the reason beside it"
+    for name, why in done.stuck:
+        out[ORPHANED, _rel(ACTIVE, name)] = f"left in active/ (cannot move it: {why})"
+    for path in done.untwinned:
+        out[FOREIGN, path] = "removed: a second name of a file moved by a crash (the later name is kept)"
+    for path in done.superseded:
+        out[DUPLICATE, path] = "removed: a later record of the same job is kept"
     return out
-
-
-def _whereabouts(spool: Spool, active_name: str) -> str:
-    job_id = active_name[:-5]
-    for e in spool.scan(READY):
-        if e.job_id == job_id:
-            return f"returned to {READY}/{e.name}"
-    for e in spool.scan(FAILED):
-        if e.job_id is None and job_id in e.name and e.name.endswith(BAD_SUFFIX):
-            return f"unreadable: moved to {FAILED}/{e.name}"
-    return "dropped: its outcome was already recorded"
 
 
 __all__ = ["DUPLICATE", "FOREIGN", "MISNAMED", "ORPHANED", "STALE_TMP", "UNPARSEABLE", "Finding", "Report", "check"]

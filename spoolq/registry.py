@@ -7,6 +7,13 @@ An extension declares, in its ``setup.py``::
 The entry point names either a module (imported for its tasks) or a function returning the
 module paths to import, as CKAN's ``task_imports`` did for Celery.  One broken entry point is
 recorded with its name and error and does not hide the others.
+
+Tasks are declared on their modules (:func:`spoolq.task.declared_in`), not in a process-wide
+table.  Importing a source collects the tasks of the module named and of every module newly
+imported while it loaded (a package whose ``__init__`` imports its ``tasks``); each module
+that contributed is listed in :attr:`Registry.modules`, which a pool child imports in turn to
+find exactly the same tasks.  A registry knows only what was registered in it or discovered
+for it.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import TaskNotFound
-from .task import Task, _shared
+from .task import Task, declared_in
 
 ENTRY_POINT_GROUP = "spoolq.tasks"
 
@@ -48,35 +55,33 @@ class Registry:
         self.origins[task.name] = origin or task.func.__module__
 
     def get(self, name: str) -> Task:
-        """The task of that name, including ``@spoolq.task`` ones declared since.
+        """The task of that name in this registry.
 
         Raises:
             TaskNotFound: no task has that name.
         """
-        task = self.tasks.get(name) or _shared.get(name)
+        task = self.tasks.get(name)
         if task is None:
             raise TaskNotFound(name)
         return task
 
     def __contains__(self, name: object) -> bool:
-        return name in self.tasks or name in _shared
+        return name in self.tasks
 
     def names(self) -> list[str]:
-        """Every known task name, sorted."""
-        return sorted(set(self.tasks) | set(_shared))
+        """Every task name, sorted."""
+        return sorted(self.tasks)
 
     def origin(self, name: str) -> str:
         """Where a task came from, for the banner and ``spoolq tasks``."""
-        if name in self.origins:
-            return self.origins[name]
-        task = _shared.get(name)
-        return task.func.__module__ if task else "?"
+        return self.origins.get(name, "?")
 
     # -- discovery ----------------------------------------------------------------------
 
     def import_module(self, module: str, source: str) -> bool:
-        """Import a task module, recording its tasks' origin, or the error; True on success."""
-        before = set(_shared)
+        """Import a task module and take in its tasks (see the module's docstring), or
+        record the error; True on success."""
+        before = set(sys.modules)
         try:
             importlib.import_module(module)
         except BaseException as exc:  # noqa: BLE001 - any import failure (even SystemExit) is reported
@@ -84,12 +89,26 @@ class Registry:
                 raise
             self.errors.append(LoadError(source, _one_line(exc), traceback.format_exc()))
             return False
-        if module not in self.modules:
-            self.modules.append(module)
-        for name, task in _shared.items():
-            if name not in self.origins and (name not in before or task.func.__module__ == module):
-                self.origins[name] = f"{source}"
+        self.collect(module, before, source)
         return True
+
+    def collect(self, module: str | None, before: set[str], source: str) -> None:
+        """Take in the tasks declared on ``module`` (imported; None for none) and on the
+        modules imported since ``before`` (a snapshot of ``sys.modules``' names), recording
+        ``module`` and each other module that declares tasks in :attr:`modules`, and
+        ``source`` as their tasks' origin."""
+        found = [name for name in list(sys.modules) if name not in before and name != module]
+        if module is not None:
+            found.insert(0, module)
+        for name in found:
+            mod = sys.modules.get(name)
+            declared = declared_in(mod) if isinstance(mod, types.ModuleType) else []
+            if name != module and not declared:
+                continue
+            if name not in self.modules:
+                self.modules.append(name)
+            for task in declared:
+                self.register(task, source)
 
     def load_includes(self, modules: Iterable[str]) -> None:
         """Import ``--include`` / ``imports =`` modules."""
@@ -107,6 +126,7 @@ class Registry:
             return
         for ep in eps:
             label = f"entry point {ep.name} ({ep.value})"
+            before = set(sys.modules)  # what loading it imports may declare tasks too
             try:
                 target = ep.load()
             except BaseException as exc:  # noqa: BLE001
@@ -115,11 +135,12 @@ class Registry:
                 self.errors.append(LoadError(label, _one_line(exc), traceback.format_exc()))
                 continue
             if isinstance(target, types.ModuleType):
-                self.import_module(target.__name__, label)
+                self.collect(target.__name__, before, label)
                 continue
             if not callable(target):
                 self.errors.append(LoadError(label, f"TypeError: {ep.value} is neither a module nor a function"))
                 continue
+            self.collect(None, before, label)  # tasks its module declares, or imports
             try:
                 modules = target()
                 if isinstance(modules, str):
@@ -135,7 +156,7 @@ class Registry:
 
 
 def discover(includes: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:
-    """A registry with the shared tasks, the includes and (by default) the entry points."""
+    """A registry of the tasks of the includes and (by default) the entry points."""
     registry = Registry()
     if use_entry_points:
         registry.load_entry_points()

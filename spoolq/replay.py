@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
-from .errors import DuplicateJob, JobFormatError
-from .job import Job
-from .layout import ACTIVE, DELAYED, FAILED, NEW, READY, parse_name
+from .errors import DuplicateJob, JobFormatError, JobGone, SpoolError
+from .job import REPLAY_OF, Job
+from .layout import ACTIVE, DELAYED, FAILED, NEW, READY, parse_name, plain_name, printable
 from .spool import Entry, Spool
 
-log = logging.getLogger("spoolq.worker")
-
-REPLAY_OF = "replay_of"
+log = logging.getLogger("spoolq.replay")
 
 # What replay() did.
 SENT = "sent"  # published into new/, failed copy removed
@@ -73,10 +70,10 @@ def replay(spool: Spool, entry: Entry, live: dict[str, str] | None = None) -> Re
         if job is not None and job.extra.get(REPLAY_OF) == entry.name:
             _remove(spool, entry)
             return Replayed(CLEANED, job_id, state)
-        return Replayed(GONE if not os.path.lexists(entry.path) else CONFLICT, job_id, state)
+        return Replayed(CONFLICT if spool.has(FAILED, entry.name) else GONE, job_id, state)
     try:
-        failed = spool.read(entry.path)
-    except FileNotFoundError:
+        failed = spool.read(FAILED, entry.name)
+    except JobGone:
         return Replayed(GONE, job_id)
     reset = failed.reset_for_replay()
     try:
@@ -107,8 +104,8 @@ def _live_copy(spool: Spool, job_id: str) -> tuple[str, Job | None] | None:
     for state in _LIVE_IN_ORDER:
         for entry in _matches(spool, state, job_id):
             try:
-                return state, spool.read(entry.path)
-            except FileNotFoundError:
+                return state, spool.read(state, entry.name)
+            except JobGone:
                 continue  # moved on while we looked: a later state of the loop finds it
             except JobFormatError:
                 return state, None
@@ -117,15 +114,15 @@ def _live_copy(spool: Spool, job_id: str) -> tuple[str, Job | None] | None:
 
 def _matches(spool: Spool, state: str, job_id: str) -> list[Entry]:
     if state in (NEW, ACTIVE):
-        path = spool.dir(state) / f"{job_id}.json"
-        return [Entry(state, path.name, job_id, None, path)] if os.path.lexists(path) else []
+        name = plain_name(job_id)
+        return [Entry(state, name, job_id, None, spool.path_of(state, name))] if spool.has(state, name) else []
     return [e for e in spool.scan(state) if e.job_id == job_id]
 
 
 def _remove(spool: Spool, entry: Entry) -> None:
     try:
-        spool.remove(entry.path)
-    except FileNotFoundError:
+        spool.remove(entry.state, entry.name)
+    except JobGone:
         pass  # the supervisor removed it as it took the replay in
     spool.barrier()
 
@@ -146,10 +143,10 @@ def drop_replayed_copy(spool: Spool, job: Job) -> bool:
     if job_id != job.id or when is None:
         return False
     try:
-        spool.remove(spool.dir(FAILED) / name)
-    except FileNotFoundError:
+        spool.remove(FAILED, name)
+    except JobGone:
         return False
-    except OSError as exc:  # not a file (a directory put there by hand): leave it, run the job
-        log.warning("%s: cannot remove its replayed copy failed/%s: %s", job.id, name, exc.strerror or exc)
+    except SpoolError as exc:  # not a file (a directory put there by hand): leave it, run the job
+        log.warning("%s: cannot remove its replayed copy failed/%s: %s", job.id, printable(name), exc)
         return False
     return True

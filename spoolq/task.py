@@ -1,23 +1,32 @@
 """Tasks: a function with a name and a retry policy, callable now or later.
 
 ``@app.task`` binds a task to one App; the module-level ``@spoolq.task`` leaves it unbound so
-an extension can ship tasks without knowing where the spool is (Celery's ``shared_task``):
-every App resolves such a task by name, and ``delay()`` on it uses the current App.
+an extension can ship tasks without knowing where the spool is (Celery's ``shared_task``).
+
+A task is declared *on its module*: both decorators append it to the list
+``__spoolq_tasks__`` of the module that defines its function (:func:`declared_in` reads it).
+There is no process-wide table of tasks: a registry holds exactly the tasks of the modules
+discovery imported for it (:mod:`spoolq.registry`), so two Apps, two tests or two workers in
+one process never see each other's tasks by accident.
+
+An unbound task's ``delay()`` asks a resolver for its App; the module-level decorator is
+built in :mod:`spoolq.app` with ``current_app`` as that resolver, so this module imports
+nothing from ``app`` (the import graph has no circle).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .errors import Retry
-
-if TYPE_CHECKING:
-    from .app import App, AsyncResult
+from .errors import Retry, SpoolqError
+from .result import AsyncResult
 
 DEFAULT_MAX_RETRIES = 3  # Celery's default
 DEFAULT_RETRY_DELAY = 180.0  # seconds; Celery's default_retry_delay
@@ -37,6 +46,17 @@ class Request:
 
 
 _local = threading.local()
+
+# The module attribute a task is declared in (a list, in declaration order).
+TASKS_ATTR = "__spoolq_tasks__"
+
+
+class Producer(Protocol):
+    """What a task enqueues through: an :class:`~spoolq.app.App`."""
+
+    def send_task(
+        self, name: str, args: list | tuple | None = None, kwargs: dict | None = None, **options: Any
+    ) -> AsyncResult: ...
 
 
 def current_request() -> Request:
@@ -65,6 +85,9 @@ class Task:
         result_ttl: keep the return value in ``done/`` for this many seconds (None: discard).
         time_limit, soft_time_limit: per-job limits in seconds (None: the worker's).
         priority: 0 to 9, higher runs first.
+        app: the App this task enqueues through (``@app.task``).
+        app_resolver: for an unbound task, returns the App to enqueue through when
+            ``delay()`` is called (``@spoolq.task`` passes ``current_app``).
     """
 
     def __init__(
@@ -72,7 +95,8 @@ class Task:
         func: Callable[..., Any],
         *,
         name: str | None = None,
-        app: App | None = None,
+        app: Producer | None = None,
+        app_resolver: Callable[[], Producer] | None = None,
         bind: bool = False,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
         retry_delay: float = DEFAULT_RETRY_DELAY,
@@ -88,6 +112,7 @@ class Task:
         self.func = func
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.app = app
+        self.app_resolver = app_resolver
         self.bind = bind
         self.max_retries = max_retries
         self.retry_delay = retry_delay
@@ -115,12 +140,14 @@ class Task:
             return self.func(self, *args, **kwargs)
         return self.func(*args, **kwargs)
 
-    def _app(self) -> App:
+    def _app(self) -> Producer:
         if self.app is not None:
             return self.app
-        from .app import current_app
-
-        return current_app()
+        if self.app_resolver is not None:
+            return self.app_resolver()
+        raise SpoolqError(
+            f"task {self.name!r} belongs to no App: declare it with @app.task, or send it by name with app.send_task"
+        )
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Enqueue with these arguments, due now."""
@@ -184,38 +211,42 @@ class Task:
         return retry
 
 
-# Every task declared in this process, by name, bound or not: a worker that imports a module
-# finds its tasks whichever App (or none) they were declared on, as Celery's shared_task does.
-_shared: dict[str, Task] = {}
-
-
 def declare(t: Task) -> None:
-    """Make a task visible to every App of this process by name."""
-    _shared[t.name] = t
+    """Declare a task on the module that defines its function (its ``__spoolq_tasks__``).
+
+    A function whose module is not imported (code run with ``exec``) declares nowhere: its
+    task is used through an App's registry, or not at all.
+    """
+    module = sys.modules.get(getattr(t.func, "__module__", None) or "")
+    if module is None:
+        return
+    declared = vars(module).setdefault(TASKS_ATTR, [])
+    if isinstance(declared, list):
+        declared.append(t)
 
 
-def shared_tasks() -> dict[str, Task]:
-    """The tasks declared in this process so far, by name."""
-    return dict(_shared)
+def declared_in(module: types.ModuleType) -> list[Task]:
+    """The tasks declared on a module, in order (read from its namespace, so a module's
+    ``__getattr__`` is never called)."""
+    declared = vars(module).get(TASKS_ATTR)
+    if not isinstance(declared, list):
+        return []
+    return [t for t in declared if isinstance(t, Task)]
 
 
-def make_decorator(register: Callable[[Task], None], app: App | None) -> Callable[..., Any]:
-    """Build a ``@task`` / ``@task(...)`` decorator that registers through ``register``."""
+def make_decorator(
+    register: Callable[[Task], None], *, app: Producer | None = None, app_resolver: Callable[[], Producer] | None = None
+) -> Callable[..., Any]:
+    """Build a ``@task`` / ``@task(...)`` decorator: each task is declared on its module,
+    then handed to ``register`` (an App's registry, or nothing for unbound tasks)."""
 
     def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         def wrap(f: Callable[..., Any]) -> Task:
-            t = Task(f, app=app, **options)
+            t = Task(f, app=app, app_resolver=app_resolver, **options)
+            declare(t)
             register(t)
             return t
 
         return wrap(func) if func is not None else wrap
 
     return task
-
-
-task = make_decorator(declare, None)
-task.__doc__ = """Declare a task that any App runs by name (for extensions that do not know the spool).
-
-Usable as ``@spoolq.task`` or ``@spoolq.task(name=..., max_retries=..., ...)``; the options
-are those of :class:`Task`.
-"""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import files_in
+from conftest import files_in, subprocess_env
 from worker_helpers import burst
 
 import spoolq
+import spoolq.app
 from spoolq.errors import (
     DuplicateJob,
     InvalidJobId,
@@ -67,8 +71,58 @@ def test_a_shared_task_enqueues_through_the_current_app(spool_dir: Path) -> None
     import tasks  # declared with the module-level @spoolq.task
 
     app = spoolq.App(spool_dir)
-    tasks.echo.delay("via current app")
+    with app:  # the current app is explicit: creating an App changes nothing global
+        tasks.echo.delay("via current app")
     assert [j["task"] for j in new_jobs(app)] == ["tests.echo"]
+
+
+def test_creating_an_app_does_not_make_it_current(tmp_path: Path) -> None:
+    # Given a process configured for one spool that creates an App on another
+    code = "import sys, spoolq, tasks; spoolq.App(sys.argv[1]); tasks.echo.delay('where?')"
+    env = subprocess_env(SPOOLQ_SPOOL=str(tmp_path / "configured"))
+    # When it enqueues through a task declared with the module-level @spoolq.task
+    argv = [sys.executable, "-c", code, str(tmp_path / "created")]
+    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    # Then the job goes to the configured spool: the last App created is not silently current
+    assert proc.returncode == 0, proc.stderr
+    assert len(files_in(tmp_path / "configured" / NEW)) == 1
+    assert files_in(tmp_path / "created" / NEW) == []
+
+
+def test_an_entered_app_wins_over_the_default_in_its_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks
+
+    monkeypatch.setattr(spoolq.app, "_default", None)  # the process default is restored after the test
+    # Given a default App, then another App created after it
+    a = spoolq.App(tmp_path / "a").set_default()
+    b = spoolq.App(tmp_path / "b")
+    other_thread: list[spoolq.App] = []
+    # When shared tasks are sent outside any block, inside `with b:`, and inside a nested block
+    tasks.echo.delay("a1")
+    with b:
+        tasks.echo.delay("b1")
+        seer = threading.Thread(target=lambda: other_thread.append(spoolq.current_app()))
+        seer.start()
+        seer.join()
+        with spoolq.App(tmp_path / "c") as c:
+            tasks.echo.delay("c1")
+        tasks.echo.delay("b2")
+    tasks.echo.delay("a2")
+    # Then each went to the innermost entered App, else the default; another thread saw the default
+    assert sorted(j["args"][0] for j in new_jobs(a)) == ["a1", "a2"]
+    assert sorted(j["args"][0] for j in new_jobs(b)) == ["b1", "b2"]
+    assert [j["args"][0] for j in new_jobs(c)] == ["c1"]
+    assert other_thread == [a]
+
+
+def test_a_batch_takes_in_shared_tasks_sent_inside_it(app: spoolq.App) -> None:
+    import tasks
+
+    with app.batch():
+        tasks.echo.delay("one")
+        tasks.add.delay(1, 2)
+        assert files_in(app.spool.dir(NEW)) == []  # not yet
+    assert sorted(j["task"] for j in new_jobs(app)) == ["tests.add", "tests.echo"]
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,9 @@ def assert_one_line_error(result: Result, code: int, fragment: str) -> None:
 def failed_job(spool: Spool, job_id: str, task: str = "t") -> Path:
     err = make_error("ConnectionError", "refused\nsecond line", "Traceback ...", attempt=3, at=T0)
     job = Job(id=job_id, task=task, retries=3, errors=(err,), enqueued_at=T0)
-    return spool.write(FAILED, f"20261125T031500.000000Z-{job_id}.json", job)
+    name = f"20261125T031500.000000Z-{job_id}.json"
+    spool.write(FAILED, name, job)
+    return spool.path_of(FAILED, name)
 
 
 # -- send -----------------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def test_ls_lists_jobs_with_their_last_error_and_rejected_files(cli, spool_dir: 
     app.send_task("b.task", [2], task_id="n2")
     failed_job(app.spool, "f1", task="a.task")
     (spool_dir / NEW / "junk.json").write_text("{not json")
-    app.spool.reject(spool_dir / NEW / "junk.json", "not valid JSON: Expecting property name", T0)
+    app.spool.reject(NEW, "junk.json", "not valid JSON: Expecting property name", T0)
     # Default: the live states only
     assert [r["id"] for r in json.loads(cli("ls", "--json").stdout)] == ["n1", "n2"]
     # failed/: the job with its last error on one line, the rejected file with its reason
@@ -205,7 +207,7 @@ def test_retry_all_by_task_and_refusals(cli, spool_dir: Path) -> None:
     failed_job(spool, "a1", task="a")
     failed_job(spool, "b1", task="b")
     (spool_dir / NEW / "junk.json").write_text("garbage")
-    bad = spool.reject(spool_dir / NEW / "junk.json", "not JSON", T0)
+    bad = spool.path_of(FAILED, spool.reject(NEW, "junk.json", "not JSON", T0))
     assert cli("retry", "--all", "--task", "a").exit_code == 0
     assert files_in(spool_dir / NEW) == ["a1.json"]
     assert_one_line_error(cli("retry", bad.name), EXIT_USAGE, "is a rejected file, not a job")
@@ -492,7 +494,7 @@ def test_ls_delayed_shows_when_each_job_is_due(cli, spool: Spool, spool_dir: Pat
 def rejected(spool: Spool, spool_dir: Path, name: str, reason: str) -> str:
     """Reject a file named ``name`` from new/ and return the name `spoolq ls failed` prints for it."""
     (spool_dir / NEW / name).write_text("not a job")
-    spool.reject(spool_dir / NEW / name, reason, T0)
+    spool.reject(NEW, name, reason, T0)
     listed = CliRunner().invoke(main, ["--spool", str(spool_dir), "ls", "failed", "--json"])
     return next(r["id"] for r in json.loads(listed.stdout) if r.get("rejected"))
 

@@ -210,7 +210,8 @@ def test_repair_is_refused_while_a_supervisor_holds_the_lock(spool: Spool) -> No
 
 
 def test_rejected_files_in_failed_are_not_findings(spool: Spool) -> None:
-    spool.reject(_put(spool, NEW, "x.txt", b"junk"), "not a job", utcnow())
+    _put(spool, NEW, "x.txt", b"junk")
+    spool.reject(NEW, "x.txt", "not a job", utcnow())
     failed_job = _job("f")
     _put(spool, FAILED, job_name(FAILED, failed_job, utcnow()), failed_job)
     assert fsck.check(spool).clean

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import run_spoolq, subprocess_env
 
+from spoolq.errors import TaskNotFound
 from spoolq.registry import discover
 
 
@@ -72,3 +78,48 @@ def test_a_module_that_raises_on_import_is_reported_not_raised(tmp_path: Path) -
                       env=subprocess_env(PYTHONPATH=f"{tmp_path}:{subprocess_env()['PYTHONPATH']}"))  # fmt: skip
     assert proc.returncode == 1
     assert "include exploding_tasks: SystemExit: bad config" in proc.stderr
+
+
+def test_a_registry_knows_only_the_tasks_of_the_modules_discovered_for_it() -> None:
+    # Given a module of tasks this process has imported for some other reason
+    import tasks  # noqa: F401 - declares tests.echo, tests.add, ...
+
+    # When a registry discovers another module
+    registry = discover(["worker_tasks"], use_entry_points=False)
+    # Then it finds that module's tasks and nothing else: no process-wide table to fall back on
+    assert "wt.record" in registry
+    assert "tests.echo" not in registry and not [n for n in registry.names() if n.startswith("tests.")]
+    with pytest.raises(TaskNotFound):
+        registry.get("tests.echo")
+
+
+@pytest.fixture
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A package, not yet imported, whose ``__init__`` imports the module declaring its task."""
+    name = f"pkg_{uuid.uuid4().hex[:12]}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "__init__.py").write_text("from . import jobs\n")
+    (tmp_path / name / "jobs.py").write_text(
+        "import spoolq\n\n@spoolq.task(name='pkg.hello')\ndef hello():\n    return 'hi'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    for m in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[m]
+
+
+def test_a_package_brings_the_tasks_of_the_modules_it_imports(package: str, tmp_path: Path) -> None:
+    # When a package is discovered whose task is declared in a module its __init__ imports
+    registry = discover([package], use_entry_points=False)
+    # Then the task is found, and both modules are listed for the pool's children to import
+    assert registry.get("pkg.hello")() == "hi"
+    assert registry.origin("pkg.hello") == f"include {package}"
+    assert registry.modules == [package, f"{package}.jobs"]
+    # And a fresh process importing exactly those modules (as a pool child does) finds the same tasks
+    code = "import sys, spoolq.registry as r; print(r.discover(sys.argv[1:], use_entry_points=False).names())"
+    env = subprocess_env(PYTHONPATH=f"{tmp_path}:{subprocess_env()['PYTHONPATH']}")
+    child = subprocess.run(
+        [sys.executable, "-c", code, *registry.modules], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "['pkg.hello']"

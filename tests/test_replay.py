@@ -33,7 +33,8 @@ def failed_copy(spool: Path, runs: Path, job_id: str = "j1", name: str = FAILED_
               enqueued_at=T0)  # fmt: skip
     s = Spool(spool)
     try:
-        return s.write(FAILED, name, job)
+        s.write(FAILED, name, job)
+        return s.path_of(FAILED, name)
     finally:
         s.close()
 

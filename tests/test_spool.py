@@ -35,17 +35,17 @@ def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.Complet
 def test_publish_delivers_one_complete_file_into_new(spool: Spool) -> None:
     # Given a job, When it is published
     job = Job(id="j1", task="t", args=[1, "two"], enqueued_at=NOW)
-    path = spool.publish(job)
+    name = spool.publish(job)
     # Then new/ holds exactly its bytes under <id>.json and tmp/ is empty again
-    assert path == spool.dir(NEW) / "j1.json"
-    assert path.read_bytes() == job.to_json()
+    assert name == "j1.json"
+    assert spool.path_of(NEW, name).read_bytes() == job.to_json()
     assert files_in(spool.dir(NEW)) == ["j1.json"] and files_in(spool.dir(TMP)) == []
 
 
 def test_layout_and_permissions(spool_dir: Path) -> None:
     # Given no spool, When one is created and a job published
     s = Spool(spool_dir)
-    path = s.publish(Job(id="p", task="t"))
+    path = s.path_of(NEW, s.publish(Job(id="p", task="t")))
     # Then every directory is 0700 and the job file 0600
     for d in [spool_dir, *(spool_dir / name for name in (TMP, *STATES))]:
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
@@ -242,7 +242,7 @@ def test_read_refuses_symlinks_fifos_and_hard_links(spool: Spool, tmp_path: Path
     os.link(outside, spool.dir(NEW) / "hard.json")
     for name, reason in (("link.json", "symlink"), ("fifo.json", "FIFO"), ("hard.json", "hard link")):
         with pytest.raises(JobFormatError, match=reason):
-            spool.read(spool.dir(NEW) / name)
+            spool.read(NEW, name)
 
 
 def test_reject_moves_garbage_to_failed_with_its_reason(spool: Spool) -> None:
@@ -250,7 +250,7 @@ def test_reject_moves_garbage_to_failed_with_its_reason(spool: Spool) -> None:
     garbage = spool.dir(NEW) / "junk.json"
     garbage.write_bytes(b"not json")
     # When it is rejected
-    moved = spool.reject(garbage, "not valid JSON", NOW)
+    moved = spool.path_of(FAILED, spool.reject(NEW, garbage.name, "not valid JSON", NOW))
     # Then it sits untouched in failed/ as .bad, with the reason beside it, and is no job's entry
     assert moved.name.endswith(BAD_SUFFIX) and moved.read_bytes() == b"not json"
     assert moved.with_name(moved.name + REASON_SUFFIX).read_text() == "not valid JSON\n"
@@ -262,14 +262,14 @@ def test_find_locates_a_job_in_any_state(spool: Spool) -> None:
     job = Job(id="f1", task="t")
     spool.write(FAILED, f"20261125T031500.000000Z-{job.id}.json", job)
     entry = spool.find("f1")
-    assert entry.state == FAILED and spool.read(entry.path) == job
+    assert entry.state == FAILED and spool.read(entry.state, entry.name) == job
 
 
 def test_readahead_only_looks_and_never_blocks_or_follows(tmp_path: Path) -> None:
     # Given what a hostile new/ may hold: a job, a FIFO, a symlink out of the spool, a huge file
     import time
 
-    from spoolq.spool import Readahead
+    from spoolq.intake import Readahead
 
     outside = tmp_path / "outside"
     outside.write_bytes(b"secret")
@@ -282,7 +282,7 @@ def test_readahead_only_looks_and_never_blocks_or_follows(tmp_path: Path) -> Non
     before = {p.name: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in [*new.iterdir(), outside]}
     # When the readahead threads go through them
     ra = Readahead(max_size=1024, threads=2)
-    ra.put(str(p) for p in new.iterdir())
+    ra.put((str(p), None) for p in new.iterdir())
     t0 = time.monotonic()
     ra.close()
     # Then they finished at once (no FIFO open blocked them) and changed nothing
