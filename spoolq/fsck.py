@@ -8,8 +8,8 @@ What is checked, and what a repair does:
 - ``orphaned-active``: a job in ``active/`` while no supervisor holds the lock.  Repair runs
   the crash recovery a supervisor runs when it starts (:func:`spoolq.recovery.recover`): back
   to ``ready/``, or dropped when its outcome was already recorded elsewhere.  Recovery also
-  removes what else a crash left (a second name of one file, a copy superseded by a later
-  record); the report says so beside the finding it answers.
+  puts right what else a crash left (a second name of one file is removed, a copy superseded
+  by a later record is moved aside); the report says so beside the finding it answers.
 - ``foreign``: not a job file: a name not ending in ``.json``, a directory, a symlink, a
   FIFO, a socket, a hard link.  Repair rejects it into ``failed/`` (renamed, never followed,
   opened or read).
@@ -370,14 +370,14 @@ def _what_recovery_did(done: Recovery) -> dict[tuple[str, str], str]:
         out[ORPHANED, _rel(ACTIVE, plain_name(job.id))] = f"returned to {READY}/{ready}"
     for job in done.dropped:
         out[ORPHANED, _rel(ACTIVE, plain_name(job.id))] = "dropped: its outcome was already recorded"
-    for name, _ in done.rejected:
-        out[ORPHANED, _rel(ACTIVE, name)] = f"unreadable: moved to {FAILED}/ with the reason beside it"
+    for name, bad, _ in done.rejected:
+        out[ORPHANED, _rel(ACTIVE, name)] = f"unreadable: moved to {_rel(FAILED, bad)}"
     for name, why in done.stuck:
         out[ORPHANED, _rel(ACTIVE, name)] = f"left in active/ (cannot move it: {why})"
     for path in done.untwinned:
         out[FOREIGN, path] = "removed: a second name of a file moved by a crash (the later name is kept)"
-    for path in done.superseded:
-        out[DUPLICATE, path] = "removed: a later record of the same job is kept"
+    for path, bad in done.superseded:
+        out[DUPLICATE, path] = f"moved to {_rel(FAILED, bad)}: a later record of the same job is kept"
     return out
 
 

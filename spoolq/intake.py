@@ -29,10 +29,11 @@ from .clock import Clock
 from .errors import HardLinked, JobFormatError, JobGone, SpoolError
 from .faults import Faults
 from .index import Index
-from .job import REPLAY_OF, Job
-from .layout import DELAYED, FAILED, NEW, READY, TMP, job_name, parse_name, printable
+from .job import Job
+from .layout import DELAYED, NEW, READY, TMP, job_name, printable
 from .recovery import tmp_twin
 from .registry import Registry
+from .replay import drop_replayed_copy
 from .spool import Spool
 from .syscalls import O_READ
 
@@ -140,7 +141,7 @@ class Intake:
         if job is None:
             return 0
         self._linked.pop(name, None)
-        self._drop_replayed_copy(job)
+        drop_replayed_copy(self.spool, job)  # sent back by `spoolq retry`: no stale copy to replay again
         if job.task not in self.registry:
             self.books.fail_unrun(NEW, name, job, "TaskNotFound", f"no task named {job.task!r} is registered", now)
             return 0
@@ -215,23 +216,6 @@ class Intake:
                 self.next_pass_at = min(self.next_pass_at, mono + 0.1)
                 return True
         return False
-
-    def _drop_replayed_copy(self, job: Job) -> None:
-        """Remove the ``failed/`` copy that ``spoolq retry`` sent this job back from, so that
-        a rerun of an interrupted retry cannot replay it again.  ``replay_of`` comes from a
-        file anyone can write: it is used only if it names a failed copy of this same id."""
-        name = job.extra.get(REPLAY_OF)
-        if not isinstance(name, str) or "/" in name or "\0" in name:
-            return
-        job_id, when = parse_name(FAILED, name)
-        if job_id != job.id or when is None:
-            return
-        try:
-            self.spool.remove(FAILED, name)
-        except JobGone:
-            pass
-        except SpoolError as exc:  # not a file (a directory put there by hand): leave it, run the job
-            log.warning("%s: cannot remove its replayed copy failed/%s: %s", job.id, name, exc)
 
     def _read_ahead(self, names: Iterable[str]) -> None:
         if self._readahead is None:

@@ -110,7 +110,7 @@ class Pool:
     max_tasks_per_child: int | None = None
     soft_grace_s: float = SOFT_LIMIT_GRACE_S
     spool_root: str = ""  # children claim and discard jobs in this spool
-    fsync: bool = True
+    spool_options: dict[str, Any] = field(default_factory=dict)  # its fsync, max_job_size, modes
     spool_identity: tuple[int, int] | None = None  # (st_dev, st_ino) the children check they found
     prefetch: int = PREFETCH
     slots: list[Slot] = field(default_factory=list)
@@ -142,7 +142,7 @@ class Pool:
     def _spawn(self, slot: Slot) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=child_main,
-                                 args=(child, self.modules, self.spool_root, self.fsync, self.spool_identity),
+                                 args=(child, self.modules, self.spool_root, self.spool_options, self.spool_identity),
                                  name=f"spoolq-child-{slot.index}", daemon=True)
         proc.start()
         child.close()

@@ -99,13 +99,12 @@ class Answer:
     fatal: bool = False
 
     def encode(self) -> bytes:
-        """The answer's bytes (unframed)."""
-        d = {k: v for k, v in asdict(self).items() if v not in (None, "", False, 0.0) or k == "kind"}
+        """The answer's bytes (unframed); fields left at None are left out (a result of 0,
+        ``False`` or ``""``, a countdown of 0, a retry budget of 0 all cross as they are)."""
+        d = {k: v for k, v in asdict(self).items() if v is not None}
         d["kind"] = self.kind.value
         if self.eta is not None:
             d["eta"] = format_ts(self.eta)
-        if "result" not in d and self.kind is Kind.SUCCESS:
-            d["result"] = None
         return encode_json(d)
 
     @classmethod

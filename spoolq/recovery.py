@@ -41,10 +41,10 @@ class Recovery:
 
     swept: list[str] = field(default_factory=list)  # tmp/ names removed
     untwinned: list[str] = field(default_factory=list)  # "state/name" of second names removed
-    superseded: list[str] = field(default_factory=list)  # "state/name" of earlier copies removed
+    superseded: list[tuple[str, str]] = field(default_factory=list)  # ("state/name", its failed/ name)
     requeued: list[tuple[Job, str]] = field(default_factory=list)  # (job, its ready/ name)
     dropped: list[Job] = field(default_factory=list)  # active/ copies whose outcome was recorded
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (active/ name, reason)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (active/ name, failed/ name, reason)
     stuck: list[tuple[str, str]] = field(default_factory=list)  # (active/ name, why it could not move)
 
 
@@ -62,7 +62,7 @@ def recover(spool: Spool, now: datetime, *, tmp_max_age_s: float) -> Recovery:
             in ``stuck`` instead).
     """
     out = Recovery(swept=sweep_tmp(spool, tmp_max_age_s, now.timestamp()), untwinned=drop_twins(spool))
-    out.superseded = drop_superseded(spool)
+    out.superseded = drop_superseded(spool, now)
     active = list(spool.scan(ACTIVE))
     if not active:
         return out
@@ -75,8 +75,7 @@ def recover(spool: Spool, now: datetime, *, tmp_max_age_s: float) -> Recovery:
         except (JobFormatError, SpoolError) as exc:
             reason = f"unreadable file in active/ after a crash: {exc}"
             try:
-                spool.reject(ACTIVE, e.name, reason, now)
-                out.rejected.append((e.name, reason))
+                out.rejected.append((e.name, spool.reject(ACTIVE, e.name, reason, now), reason))
             except SpoolError as exc2:
                 out.stuck.append((e.name, str(exc2)))
             continue
@@ -126,16 +125,18 @@ def drop_twins(spool: Spool) -> list[str]:
     return removed
 
 
-def drop_superseded(spool: Spool) -> list[str]:
-    """Remove a ``ready/`` or ``delayed/`` copy of a job when a later record of the same job
-    (the same enqueue, further along) is in ``delayed/``, ``failed/`` or ``done/``; the names
-    removed, as ``state/name``.  Only files whose ids meet are read."""
+def drop_superseded(spool: Spool, now: datetime) -> list[tuple[str, str]]:
+    """Set aside a ``ready/`` or ``delayed/`` copy of a job when a later record of the same
+    job (the same enqueue, further along) is in ``delayed/``, ``failed/`` or ``done/``: moved
+    into ``failed/`` untouched with the reason beside it, as ``fsck --repair`` does with a
+    duplicate, so that one id never names two live jobs and nothing is deleted.  Returns
+    ``("state/name", its name in failed/)`` for each.  Only files whose ids meet are read."""
     by_id: dict[str, list[tuple[str, str]]] = {}
     for state in (READY, DELAYED, FAILED, DONE):
         for e in spool.scan(state):
             if e.job_id is not None:
                 by_id.setdefault(e.job_id, []).append((state, e.name))
-    removed = []
+    out = []
     for places in by_id.values():
         if len(places) < 2 or not any(state in (READY, DELAYED) for state, _ in places):
             continue
@@ -146,14 +147,16 @@ def drop_superseded(spool: Spool) -> list[str]:
             except (JobFormatError, SpoolError):
                 continue
         for state, name, job in jobs:
-            later = [o for s, n, o in jobs if (s, n) != (state, name)]
-            if state in (READY, DELAYED) and outcome_recorded(job, later):
+            later = [(s, o) for s, n, o in jobs if (s, n) != (state, name)]
+            if state in (READY, DELAYED) and outcome_recorded(job, [o for _, o in later]):
+                where = next(s for s, o in later if outcome_recorded(job, [o]))
+                reason = (f"{state}/{name}: an older copy of job {job.id!r}, whose later record is in {where}/ "
+                          "(a power loss kept both)")  # fmt: skip
                 try:
-                    spool.remove(state, name)
+                    out.append((f"{state}/{name}", spool.reject(state, name, reason, now)))
                 except SpoolError:
                     continue
-                removed.append(f"{state}/{name}")
-    return removed
+    return out
 
 
 def outcome_recorded(job: Job, others: list[Job]) -> bool:

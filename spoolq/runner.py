@@ -26,6 +26,7 @@ import time
 import traceback
 from typing import Any
 
+from .app import App
 from .errors import JobGone, NameTaken, Retry, SoftTimeLimitExceeded, SpoolError, TaskNotFound
 from .layout import ACTIVE, plain_name
 from .protocol import Answer, JobMessage, Kind, frame
@@ -190,13 +191,15 @@ def _die_with_supervisor(conn: Any, spool: Spool) -> None:
     threading.Thread(target=wait_for_hangup, name="spoolq-hangup", daemon=True).start()
 
 
-def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = True,
+def child_main(conn: Any, modules: list[str], spool_root: str, options: dict[str, Any] | None = None,
                identity: tuple[int, int] | None = None) -> None:
     """The pool child's loop: import the task modules, then answer jobs until EOF.
 
-    SIGINT and SIGTERM are ignored: a Ctrl-C or a group-wide TERM reaches the supervisor,
-    which decides when a running job must stop (and kills the child then).  The child leads
-    its own process group, and ends by killing it.
+    ``options`` are the spool's settings (``fsync``, ``max_job_size``, modes).  SIGINT and
+    SIGTERM are ignored: a Ctrl-C or a group-wide TERM reaches the supervisor, which decides
+    when a running job must stop (and kills the child then).  The child leads its own
+    process group, and ends by killing it.  Each job runs with an App of the spool being
+    served entered, so that a task that enqueues another (``other.delay()``) enqueues here.
     """
     _lead_a_group()
     if not die_with_parent():  # the forkserver (and so the supervisor) is gone already
@@ -208,8 +211,10 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
     registry = discover(modules, use_entry_points=False)
     for err in registry.errors:
         print(f"spoolq child {os.getpid()}: cannot load {err.source}: {err.error}", file=sys.stderr, flush=True)
+    options = options or {}
     # The child's renames are made durable by the supervisor's batched directory flushes.
-    spool = Spool(spool_root, fsync=fsync, create=False)
+    spool = Spool(spool_root, create=False, **options)
+    app = App(spool_root, **options)
     refusal = None
     try:
         # The supervisor's directory, found by path: if the path now leads elsewhere, this
@@ -228,7 +233,8 @@ def child_main(conn: Any, modules: list[str], spool_root: str, fsync: bool = Tru
             except (EOFError, OSError):
                 return
             try:
-                answer = handle(registry, spool, JobMessage.decode(data), refusal)
+                with app:
+                    answer = handle(registry, spool, JobMessage.decode(data), refusal)
             except BaseException as exc:  # noqa: BLE001 - a bad message must still get an answer
                 answer = _error(exc, time.perf_counter(), autoretry=False)
             answers.add(answer.encode())

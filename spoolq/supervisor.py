@@ -108,8 +108,10 @@ class Supervisor:
                              rescan_interval_s=rescan_interval)  # fmt: skip
         self.outcomes = Outcomes(spool, registry, self.index, self.books, self.faults, self.clock,
                                  rnd or random.Random())  # fmt: skip
+        options = {"fsync": spool.fsync, "max_job_size": spool.max_job_size, "dir_mode": spool.dir_mode,
+                   "file_mode": spool.file_mode}  # fmt: skip
         self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child, spool_root=str(spool.path),
-                         fsync=spool.fsync, soft_grace_s=soft_time_limit_grace, clock=self.clock)  # fmt: skip
+                         spool_options=options, soft_grace_s=soft_time_limit_grace, clock=self.clock)  # fmt: skip
         self.dispatcher = Dispatcher(spool, self.index, self.books, self.faults, self.clock, self.pool,
                                      self.outcomes.task, time_limit=time_limit,
                                      soft_time_limit=soft_time_limit)  # fmt: skip
@@ -169,14 +171,15 @@ class Supervisor:
             log.info("removed stale temporary file %s", name)
         for name in done.untwinned:
             log.warning("removed %s: the old name of a job that a power loss left half moved", name)
-        for name in done.superseded:
-            log.warning("removed %s: an old copy of a job whose later record a power loss kept too", name)
+        for name, bad in done.superseded:
+            log.warning("moved %s to failed/%s: an old copy of a job whose later record a power loss kept too",
+                        name, bad)  # fmt: skip
         for job in done.dropped:
             log.info("%s %s: outcome already recorded before the crash; dropped the active copy", job.id, job.task)
         for job, _ in done.requeued:
             log.info("%s %s: back to ready/ (recovered after a crash)", job.id, job.task)
-        for name, reason in done.rejected:
-            log.error("rejected active/%s: %s", name, reason)
+        for name, bad, reason in done.rejected:
+            log.error("rejected active/%s (now failed/%s): %s", name, bad, reason)
         for name, why in done.stuck:
             log.error("cannot recover active/%s (%s); it stays there until the next start", name, why)
         self.index.load()

@@ -57,3 +57,17 @@ def test_spoolq_retry_runs_a_failed_job_again_with_retries_reset_and_history_kep
     again = read_job(spool, "failed", job_id)
     assert len(again["errors"]) == 6 and again["errors"][:3] == first["errors"]
     assert [e["attempt"] for e in again["errors"]] == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_task_that_enqueues_another_enqueues_into_the_spool_it_runs_from(tmp_path):
+    # Given a job whose task sends another job with .delay(), and a worker run from a
+    # directory where the default spool (./spool) would be another one
+    spool, out, elsewhere = tmp_path / "spool", str(tmp_path / "ran"), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    spoolq.App(spool).send_task("wt.chain", args=[out, "first"], task_id="first")
+    # When a burst worker runs it
+    w = Worker(spool, "--burst", "-c", "1", cwd=elsewhere)
+    assert w.wait() == 0, w.text()
+    # Then the second job went into the same spool and ran there too, and no other spool appeared
+    assert [ln.split()[0] for ln in lines(out)] == ["first", "first-next"]
+    assert not (elsewhere / "spool").exists()

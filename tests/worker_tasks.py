@@ -182,3 +182,10 @@ def stubborn(path: str, token: str, how: str) -> None:
                 time.sleep(120)
         except spoolq.SoftTimeLimitExceeded:
             note(path, f"caught {token}")
+
+
+@spoolq.task(name="wt.chain")
+def chain(path: str, token: str) -> None:
+    """Note the token, then enqueue ``wt.record`` for ``token-next`` (a task that starts another)."""
+    note(path, f"{token} {os.getpid()}")
+    record.delay(path, f"{token}-next")
