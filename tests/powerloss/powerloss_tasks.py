@@ -1,0 +1,57 @@
+"""Tasks of the power-loss workload; the worker imports them with ``-I powerloss_tasks``.
+
+Each body first appends ``ran ID`` to the file named by ``POWERLOSS_MARKS`` with one
+``write``: during the run that file is the FUSE logger's ``control``, so the mark lands in the
+device log before anything the worker does with the job's outcome (see fuse_logger.py);
+during a drain of a crash image it is a plain file.  The kinds cover every outcome path:
+discard on success, a kept result in ``done/``, a retry through ``delayed/``, ``failed/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import spoolq
+
+MARKS_ENV = "POWERLOSS_MARKS"  # not SPOOLQ_*: spoolq refuses variables it does not know
+
+
+def mark(path: str, kind: str, ids: list[str]) -> None:
+    """Append one ``KIND ID`` line per id to ``path`` in a single write (one log record)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, "".join(f"{kind} {i}\n" for i in ids).encode())
+    finally:
+        os.close(fd)
+
+
+def _ran(job_id: str) -> None:
+    mark(os.environ[MARKS_ENV], "ran", [job_id])
+
+
+@spoolq.task(name="powerloss.work")
+def work(job_id: str) -> None:
+    """Succeed; the job is discarded."""
+    _ran(job_id)
+
+
+@spoolq.task(name="powerloss.keep", result_ttl=3600)
+def keep(job_id: str) -> str:
+    """Succeed with a result kept in ``done/``."""
+    _ran(job_id)
+    return job_id
+
+
+@spoolq.task(name="powerloss.fail", max_retries=0)
+def fail(job_id: str) -> None:
+    """Fail for good: the job goes to ``failed/`` with the error."""
+    _ran(job_id)
+    raise ValueError(f"{job_id} fails on purpose")
+
+
+@spoolq.task(name="powerloss.flaky", bind=True, max_retries=3)
+def flaky(self: spoolq.Task, job_id: str) -> None:
+    """Ask for one retry a moment later (through ``delayed/``), then succeed."""
+    _ran(job_id)
+    if self.request.retries == 0:
+        self.retry(exc=RuntimeError("first attempt retries"), countdown=0.2)

@@ -1,0 +1,180 @@
+"""Mount each crash image and check what a power loss must not take: acknowledged jobs.
+
+A job is *required* at a crash point when its ``ack`` mark came before the point and no
+``ran`` mark did: it was promised and never started.  In the image it must sit in some state
+directory as a file that parses as a job; two copies (``ready/`` and ``active/``, an outcome
+and ``active/``) are allowed, since an unflushed rename may be half undone and spoolq's
+recovery resolves both.  For a sample of images, a real ``spoolq worker --burst`` then drains
+the spool, and every required job must run or end in ``failed/`` with a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spoolq.errors import SpoolqError
+from spoolq.job import Job
+from spoolq.spool import FAILED, LIVE_STATES, STATES, parse_name
+
+from .replay import CrashState, ImageBuilder, parse_log, plan
+from .rig import HANG_S, attach_loop, child_env, kill_group, mount
+from .workload import Recording
+
+
+@dataclass
+class Inventory:
+    """The jobs in a spool: id -> the states holding a valid file of it; and what is broken."""
+
+    found: dict[str, list[str]] = field(default_factory=dict)
+    invalid: list[str] = field(default_factory=list)
+    failed_reasons: dict[str, str] = field(default_factory=dict)
+
+
+def take_inventory(spool: Path) -> Inventory:
+    """Read every job-named file of every state; a file that does not parse is not a job."""
+    inv = Inventory()
+    for state in STATES:
+        try:
+            names = os.listdir(spool / state)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            job_id, _ = parse_name(state, name)
+            if job_id is None:
+                continue  # a rejected non-job (.bad) and its reason: not any producer's job
+            try:
+                job = Job.from_json((spool / state / name).read_bytes())
+            except (OSError, SpoolqError, ValueError) as exc:
+                inv.invalid.append(f"{state}/{name}: {exc}")
+                continue
+            inv.found.setdefault(job.id, []).append(state)
+            if state == FAILED and job.errors:
+                inv.failed_reasons[job.id] = str(job.errors[-1].get("message", "?"))
+    return inv
+
+
+@dataclass
+class Figures:
+    """What checking one recording found; ``lost`` maps a job to the first state that lost it."""
+
+    fs: str
+    fsync: bool
+    jobs: int
+    run_s: float
+    points: int = 0
+    states: int = 0
+    subset_states: int = 0
+    lost: dict[str, str] = field(default_factory=dict)
+    losing_points: int = 0
+    duplicates: int = 0
+    invalid: list[str] = field(default_factory=list)
+    drains: int = 0
+    drained_jobs: int = 0
+    drain_problems: list[str] = field(default_factory=list)
+    log_complete: bool = False
+
+    def summary(self) -> str:
+        return (f"{self.fs} fsync={'on' if self.fsync else 'off'}: {self.jobs} jobs in {self.run_s:.1f} s; "
+                f"{self.points} crash points, {self.states} crash states mounted ({self.subset_states} with "
+                f"random torn subsets of the unflushed writes); acknowledged jobs lost: {len(self.lost)} "
+                f"(at {self.losing_points} points); present twice: {self.duplicates}; invalid files: "
+                f"{len(self.invalid)}; drains: {self.drains} ({self.drained_jobs} required jobs checked), "
+                f"problems: {len(self.drain_problems)}")  # fmt: skip
+
+
+def required_at(rec_marks: list, points: list[int]) -> dict[int, frozenset[str]]:
+    """For each point (a mark index): the jobs acknowledged and not yet started by then."""
+    out: dict[int, frozenset[str]] = {}
+    acked: set[str] = set()
+    ran: set[str] = set()
+    wanted = set(points)
+    for k, mark in enumerate(rec_marks):
+        (acked if mark.kind == "ack" else ran).add(mark.job_id)
+        if k in wanted:
+            out[k] = frozenset(acked - ran)
+    return out
+
+
+def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, subsets: int, drains: int,
+                    seed: int) -> Figures:  # fmt: skip
+    """Build, mount and check the crash states of a recording (see the module docstring).
+
+    Parameters:
+        subsets: random subsets of the unflushed writes per crash point (0: only the state
+            with all of them dropped).
+        drains: how many crash states also get drained by a real worker.
+        seed: for the subsets and the drain sample, printed so a failure can be replayed.
+    """
+    fig = Figures(rec.kind.name, rec.fsync, rec.jobs, rec.seconds)
+    log = parse_log(rec.log)
+    points = [k for k, m in enumerate(log.marks) if m.kind == "ack"]
+    fig.points = len(points)
+    required = required_at(log.marks, points)
+    rng = random.Random(seed)
+    states = plan(log, points, subsets, rng)
+    builder = ImageBuilder(log, rec.base, work)
+    stack.callback(builder.close)
+    candidates = [s for s, pts in states.items() if any(required[p] for p in pts)]
+    to_drain = set(rng.sample(candidates, min(drains, len(candidates))))
+    losing: set[int] = set()
+    for n, (state, pts) in enumerate(states.items()):
+        fig.states += 1
+        fig.subset_states += bool(state.kept)
+        image = builder.build(state, work / "crash.img")
+        with contextlib.ExitStack() as state_stack:
+            stack.push(state_stack)
+            mnt = work / "crash"
+            inv = _mount_and_inventory(state_stack, rec, image, mnt)
+            present: set[str] = set()
+            for p in pts:
+                missing = required[p] - set(inv.found)
+                if missing:
+                    losing.add(p)
+                for job_id in sorted(missing):
+                    fig.lost.setdefault(job_id, f"crash after mark {p} ({log.marks[p]}), {state.label}")
+                present |= required[p] & set(inv.found)
+            fig.duplicates += sum(1 for j in present if len(inv.found[j]) > 1)
+            fig.invalid += [f"{state.label}: {x}" for x in inv.invalid]
+            if state in to_drain:
+                fig.drains += 1
+                fig.drained_jobs += len(present)
+                fig.drain_problems += _drain(mnt / "spool", present, work / f"drain-{n}.marks")
+        image.unlink()
+    fig.losing_points = len(losing)
+    fig.log_complete = builder.matches(rec.final)
+    return fig
+
+
+def _mount_and_inventory(stack: contextlib.ExitStack, rec: Recording, image: Path, mnt: Path) -> Inventory:
+    """Attach and mount a crash image (the filesystem replays its journal), list its spool."""
+    dev = attach_loop(stack, image)
+    mount(stack, rec.kind, dev, mnt)
+    return take_inventory(mnt / "spool")
+
+
+def _drain(spool: Path, present: set[str], marks: Path) -> list[str]:
+    """Run ``spoolq worker --burst`` on a crash image: recovery, then every job.  Returns the
+    problems: a required job that neither ran nor failed with a reason, a job left behind."""
+    marks.write_bytes(b"")
+    env = child_env(POWERLOSS_MARKS=str(marks), SPOOLQ_BURST_HORIZON="5")
+    proc = subprocess.Popen([sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "--burst",
+                             "-I", "powerloss_tasks", "-c", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=HANG_S * 2)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        return [f"drain of {spool} did not finish within the bound"]
+    problems = [] if proc.returncode == 0 else [f"drain exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"]
+    ran = {line.split(" ", 1)[1] for line in marks.read_text().splitlines() if line.startswith("ran ")}
+    after = take_inventory(spool)
+    problems += [f"{j}: neither ran nor failed with a reason" for j in sorted(present - ran - set(after.failed_reasons))]
+    left = {j for j, states in after.found.items() if set(states) & set(LIVE_STATES) - {"delayed"}}
+    problems += [f"{j}: left in {after.found[j]} after the drain" for j in sorted(left)]
+    return problems
