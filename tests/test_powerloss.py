@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from powerloss.rig import FILESYSTEMS, fs_skip_reason, kernel_skip_reason
 from powerloss.verify import Figures, check_recording
 from powerloss.workload import record_run
@@ -57,7 +56,7 @@ def _scaled(n: float) -> int:
 
 
 def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, jobs: int, subsets: int,
-         drains: int) -> Figures:  # fmt: skip
+         before_flushes: int, drains: int) -> Figures:  # fmt: skip
     kind = FILESYSTEMS[fs]
     reason = fs_skip_reason(kind)
     if reason:
@@ -65,10 +64,11 @@ def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, job
     seed = SEED + zlib.crc32(fs.encode())
     rec = record_run(rig, tmp_path, kind, fsync=fsync, producers=PRODUCERS, jobs_per_producer=jobs)
     started = time.monotonic()
-    fig = check_recording(rig, rec, tmp_path, subsets=subsets, drains=drains, seed=seed)
-    print(f"\n{fig.summary()}; replay {time.monotonic() - started:.1f} s; seed {seed}")
+    fig = check_recording(rig, rec, tmp_path, subsets=subsets, before_flushes=before_flushes,
+                           drains=drains, seed=seed)
+    print(f"\n{fig.summary()}\n  replay {time.monotonic() - started:.1f} s, seed {seed}")
     assert fig.log_complete, "base image + logged writes != the device's final image: the logger missed a write"
-    assert fig.points == rec.jobs, f"{fig.points} acknowledgement marks for {rec.jobs} jobs"
+    assert fig.acks == rec.jobs, f"{fig.acks} acknowledgement marks for {rec.jobs} jobs"
     return fig
 
 
@@ -76,7 +76,8 @@ def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, job
 def test_no_acknowledged_job_is_lost(rig: contextlib.ExitStack, tmp_path: Path, fs: str) -> None:
     """With fsync on (the default), at every crash point every acknowledged job that had not
     started is on disk as a valid job, and a worker started on the image runs or fails it."""
-    fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(20), subsets=_scaled(2), drains=_scaled(2))
+    fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(20), subsets=_scaled(2),
+               before_flushes=_scaled(40), drains=_scaled(2))
     lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost.items())[:20])
     assert not fig.lost, f"{len(fig.lost)} acknowledged jobs lost on {fs}:\n{lost}"
     assert not fig.invalid, "files that are not valid jobs:\n" + "\n".join(fig.invalid[:20])
@@ -88,5 +89,5 @@ def test_control_without_fsync_loses_jobs(rig: contextlib.ExitStack, tmp_path: P
     acknowledgement, unflushed writes dropped, loses that job (it is only in the page cache;
     the filesystem commits its journal every few seconds at best).  If this passes with no
     loss, the test above cannot fail and proves nothing."""
-    fig = _run(rig, tmp_path, "ext4", fsync=False, jobs=_scaled(10), subsets=0, drains=0)
+    fig = _run(rig, tmp_path, "ext4", fsync=False, jobs=_scaled(10), subsets=0, before_flushes=0, drains=0)
     assert len(fig.lost) > 0, f"fsync off lost nothing: the power-loss test cannot tell ({fig.summary()})"

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import sys
 
-import spoolq
 from powerloss_tasks import mark
+
+import spoolq
 
 KINDS = ("powerloss.work", "powerloss.work", "powerloss.keep", "powerloss.fail", "powerloss.flaky")
 

@@ -74,7 +74,8 @@ def parse_log(path: Path) -> DeviceLog:
         ValueError: a record is cut short or of an unknown kind (the logger did not exit cleanly).
     """
     with open(path, "rb") as f:
-        raw: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+        empty = os.fstat(f.fileno()).st_size == 0
+        raw: mmap.mmap | bytes = b"" if empty else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     ops: list[Op] = []
     marks: list[Mark] = []
     pos, end = 0, len(raw)
@@ -142,23 +143,48 @@ def random_subset(log: DeviceLog, unflushed: list[int], rng: random.Random) -> t
     return tuple(kept)
 
 
-def plan(log: DeviceLog, points: list[int], subsets: int, rng: random.Random) -> dict[CrashState, list[int]]:
+@dataclass(frozen=True)
+class CrashPoint:
+    """A power cut after the first ``at`` device ops and the first ``marks`` marks."""
+
+    at: int
+    marks: int
+    why: str
+
+
+def crash_points(log: DeviceLog, before_flushes: int, rng: random.Random) -> list[CrashPoint]:
+    """Right after every acknowledgement, and right before ``before_flushes`` flushes drawn at
+    random among those with unflushed writes: where the most writes are in flight (a journal
+    commit being written), so the random subsets have the most to choose from."""
+    points = [CrashPoint(m.at, k + 1, f"after {m.kind} {m.job_id}") for k, m in enumerate(log.marks) if m.kind == "ack"]
+    flushes = [i for i, op in enumerate(log.ops) if op.kind == FLUSH and log.unflushed(i)]
+    marks_before, k = [], 0
+    for i in flushes:
+        while k < len(log.marks) and log.marks[k].at <= i:
+            k += 1
+        marks_before.append(k)
+    for n in sorted(rng.sample(range(len(flushes)), min(before_flushes, len(flushes)))):
+        points.append(CrashPoint(flushes[n], marks_before[n], f"before the flush at op {flushes[n]}"))
+    return points
+
+
+def plan(log: DeviceLog, points: list[CrashPoint], subsets: int,
+         rng: random.Random) -> dict[CrashState, list[CrashPoint]]:  # fmt: skip
     """The crash states to check and, for each, the crash points it stands for.
 
-    ``points`` are indexes into ``log.marks``: a crash right after that mark.  At every point:
-    the state with all unflushed writes dropped, and up to ``subsets`` random subsets of them
-    kept.  Points with the same durable prefix share the dropped state (the same image), so
-    it is mounted once and checked against each point's jobs.
+    At every point: the state with all unflushed writes dropped, and up to ``subsets`` random
+    subsets of them kept.  Points with the same durable prefix share the dropped state (the
+    same image), so it is mounted once and checked against each point's jobs.
     """
-    states: dict[CrashState, list[int]] = {}
+    states: dict[CrashState, list[CrashPoint]] = {}
     for point in points:
-        at = log.marks[point].at
-        states.setdefault(CrashState(log.durable[at], ()), []).append(point)
-        unflushed = log.unflushed(at)
+        durable = log.durable[point.at]
+        states.setdefault(CrashState(durable, ()), []).append(point)
+        unflushed = log.unflushed(point.at)
         for _ in range(subsets if unflushed else 0):
             kept = random_subset(log, unflushed, rng)
             if kept:
-                states.setdefault(CrashState(log.durable[at], kept), []).append(point)
+                states.setdefault(CrashState(durable, kept), []).append(point)
     return dict(sorted(states.items(), key=lambda kv: kv[0].durable))
 
 

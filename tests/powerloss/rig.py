@@ -40,9 +40,11 @@ class FsKind:
 
 MIB = 1024 * 1024
 FILESYSTEMS = {
-    # Inode tables and journal written by mkfs, not later by a kernel thread: the log then
-    # holds only what the workload caused.
-    "ext4": FsKind("ext4", ("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"), 64 * MIB),
+    # 4 KiB blocks as on any real disk (mke2fs picks 1 KiB for a "small" one); inode tables
+    # and journal written by mkfs, not later by a kernel thread: the log holds only what the
+    # workload caused.
+    "ext4": FsKind("ext4", ("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"),
+                   64 * MIB),
     # Every crash image carries the same UUID; nouuid lets XFS mount one while a stale record
     # of another is around.
     "xfs": FsKind("xfs", ("mkfs.xfs", "-q", "-f"), 300 * MIB, "nouuid"),

@@ -22,7 +22,7 @@ from spoolq.errors import SpoolqError
 from spoolq.job import Job
 from spoolq.spool import FAILED, LIVE_STATES, STATES, parse_name
 
-from .replay import CrashState, ImageBuilder, parse_log, plan
+from .replay import CrashPoint, ImageBuilder, Mark, crash_points, parse_log, plan
 from .rig import HANG_S, attach_loop, child_env, kill_group, mount
 from .workload import Recording
 
@@ -67,12 +67,14 @@ class Figures:
     fsync: bool
     jobs: int
     run_s: float
+    acks: int = 0
     points: int = 0
     states: int = 0
     subset_states: int = 0
     lost: dict[str, str] = field(default_factory=dict)
     losing_points: int = 0
     duplicates: int = 0
+    twice_any: int = 0
     invalid: list[str] = field(default_factory=list)
     drains: int = 0
     drained_jobs: int = 0
@@ -80,49 +82,58 @@ class Figures:
     log_complete: bool = False
 
     def summary(self) -> str:
-        return (f"{self.fs} fsync={'on' if self.fsync else 'off'}: {self.jobs} jobs in {self.run_s:.1f} s; "
-                f"{self.points} crash points, {self.states} crash states mounted ({self.subset_states} with "
-                f"random torn subsets of the unflushed writes); acknowledged jobs lost: {len(self.lost)} "
-                f"(at {self.losing_points} points); present twice: {self.duplicates}; invalid files: "
-                f"{len(self.invalid)}; drains: {self.drains} ({self.drained_jobs} required jobs checked), "
-                f"problems: {len(self.drain_problems)}")  # fmt: skip
+        return "\n  ".join([
+            f"{self.fs}, fsync {'on' if self.fsync else 'off'}: {self.jobs} jobs, run {self.run_s:.1f} s",
+            f"crash points: {self.points} ({self.acks} right after an acknowledgement, the rest before a flush)",
+            f"crash states mounted: {self.states} ({self.subset_states} keeping a random torn subset of the "
+            "unflushed writes)",
+            f"acknowledged jobs lost: {len(self.lost)} (at {self.losing_points} crash points); invalid job files: "
+            f"{len(self.invalid)}",
+            f"required jobs found in two states: {self.duplicates}; any job in two states: {self.twice_any}",
+            f"drained: {self.drains} crash states, {self.drained_jobs} required jobs; problems: "
+            f"{len(self.drain_problems)}",
+        ])  # fmt: skip
 
 
-def required_at(rec_marks: list, points: list[int]) -> dict[int, frozenset[str]]:
-    """For each point (a mark index): the jobs acknowledged and not yet started by then."""
-    out: dict[int, frozenset[str]] = {}
+def required_at(marks: list[Mark], points: list[CrashPoint]) -> dict[CrashPoint, frozenset[str]]:
+    """For each point: the jobs acknowledged and not yet started by then."""
+    out: dict[CrashPoint, frozenset[str]] = {}
     acked: set[str] = set()
     ran: set[str] = set()
-    wanted = set(points)
-    for k, mark in enumerate(rec_marks):
-        (acked if mark.kind == "ack" else ran).add(mark.job_id)
-        if k in wanted:
-            out[k] = frozenset(acked - ran)
+    done = 0
+    for point in sorted(points, key=lambda p: p.marks):
+        for mark in marks[done : point.marks]:
+            (acked if mark.kind == "ack" else ran).add(mark.job_id)
+        done = max(done, point.marks)
+        out[point] = frozenset(acked - ran)
     return out
 
 
-def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, subsets: int, drains: int,
-                    seed: int) -> Figures:  # fmt: skip
+def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, subsets: int, before_flushes: int,
+                    drains: int, seed: int) -> Figures:  # fmt: skip
     """Build, mount and check the crash states of a recording (see the module docstring).
 
     Parameters:
         subsets: random subsets of the unflushed writes per crash point (0: only the state
             with all of them dropped).
+        before_flushes: crash points right before a flush, besides those after each
+            acknowledgement.
         drains: how many crash states also get drained by a real worker.
         seed: for the subsets and the drain sample, printed so a failure can be replayed.
     """
     fig = Figures(rec.kind.name, rec.fsync, rec.jobs, rec.seconds)
     log = parse_log(rec.log)
-    points = [k for k, m in enumerate(log.marks) if m.kind == "ack"]
+    rng = random.Random(seed)
+    points = crash_points(log, before_flushes, rng)
+    fig.acks = sum(1 for m in log.marks if m.kind == "ack")
     fig.points = len(points)
     required = required_at(log.marks, points)
-    rng = random.Random(seed)
     states = plan(log, points, subsets, rng)
     builder = ImageBuilder(log, rec.base, work)
     stack.callback(builder.close)
     candidates = [s for s, pts in states.items() if any(required[p] for p in pts)]
     to_drain = set(rng.sample(candidates, min(drains, len(candidates))))
-    losing: set[int] = set()
+    losing: set[CrashPoint] = set()
     for n, (state, pts) in enumerate(states.items()):
         fig.states += 1
         fig.subset_states += bool(state.kept)
@@ -137,9 +148,10 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
                 if missing:
                     losing.add(p)
                 for job_id in sorted(missing):
-                    fig.lost.setdefault(job_id, f"crash after mark {p} ({log.marks[p]}), {state.label}")
+                    fig.lost.setdefault(job_id, f"crash {p.why}, {state.label}")
                 present |= required[p] & set(inv.found)
             fig.duplicates += sum(1 for j in present if len(inv.found[j]) > 1)
+            fig.twice_any += sum(1 for states in inv.found.values() if len(states) > 1)
             fig.invalid += [f"{state.label}: {x}" for x in inv.invalid]
             if state in to_drain:
                 fig.drains += 1
@@ -171,10 +183,13 @@ def _drain(spool: Path, present: set[str], marks: Path) -> list[str]:
     except subprocess.TimeoutExpired:
         kill_group(proc)
         return [f"drain of {spool} did not finish within the bound"]
-    problems = [] if proc.returncode == 0 else [f"drain exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"]
+    problems = []
+    if proc.returncode != 0:
+        problems.append(f"drain exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
     ran = {line.split(" ", 1)[1] for line in marks.read_text().splitlines() if line.startswith("ran ")}
     after = take_inventory(spool)
-    problems += [f"{j}: neither ran nor failed with a reason" for j in sorted(present - ran - set(after.failed_reasons))]
+    unaccounted = present - ran - set(after.failed_reasons)
+    problems += [f"{j}: neither ran nor failed with a reason" for j in sorted(unaccounted)]
     left = {j for j, states in after.found.items() if set(states) & set(LIVE_STATES) - {"delayed"}}
     problems += [f"{j}: left in {after.found[j]} after the drain" for j in sorted(left)]
     return problems

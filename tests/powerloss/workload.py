@@ -88,8 +88,8 @@ def record_run(stack: contextlib.ExitStack, work: Path, kind: FsKind, *, fsync: 
 def _start_worker(stack: contextlib.ExitStack, spool: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     err = open(log, "wb")  # noqa: SIM115 - closed by the stack
     stack.callback(err.close)
-    proc = subprocess.Popen([sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "-I", "powerloss_tasks",
-                             "-c", "2"], stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "-I", "powerloss_tasks", "-c", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
     stack.callback(kill_group, proc)
     deadline = time.monotonic() + HANG_S
     while "ready:" not in log.read_text(errors="replace"):
