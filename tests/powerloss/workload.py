@@ -67,13 +67,20 @@ def record_run(stack: contextlib.ExitStack, work: Path, kind: FsKind, *, fsync: 
         mount(run_stack, kind, dev, fs_dir)
         spool, marks = fs_dir / "spool", str(fuse_dir / "control")
         env = child_env(POWERLOSS_MARKS=marks, **({} if fsync else {"SPOOLQ_FSYNC": "false"}))
-        worker = _start_worker(run_stack, spool, work / "worker.log", env)
-        procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("producer.py")), str(spool), marks,
-                                   f"p{n}", str(jobs_per_producer), *([] if fsync else ["--no-fsync"])],
-                                  env=env, stderr=subprocess.PIPE, start_new_session=True)
-                 for n in range(producers)]  # fmt: skip
-        for p in procs:
+
+        def producer(prefix: str, count: int) -> subprocess.Popen[bytes]:
+            p = subprocess.Popen([sys.executable, str(Path(__file__).with_name("producer.py")), str(spool), marks,
+                                  prefix, str(count), *([] if fsync else ["--no-fsync"])],
+                                 env=env, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
             run_stack.callback(kill_group, p)
+            return p
+
+        # The first job creates the spool on the empty filesystem: its directories must be
+        # durable before that job is acknowledged.
+        procs = [producer("first", 1)]
+        procs[0].wait(HANG_S)
+        worker = _start_worker(run_stack, spool, work / "worker.log", env)
+        procs += [producer(f"p{n}", jobs_per_producer) for n in range(producers)]
         for p in procs:
             _, err = p.communicate(timeout=HANG_S)
             assert p.returncode == 0, f"a producer failed: {err.decode(errors='replace')}"
@@ -82,7 +89,7 @@ def record_run(stack: contextlib.ExitStack, work: Path, kind: FsKind, *, fsync: 
         assert worker.wait(HANG_S) == 0, (work / "worker.log").read_text(errors="replace")
     # run_stack closed: unmounted, detached, and the logger has flushed its log and exited.
     assert logger.returncode == 0, Path(f"{log}.err").read_text(errors="replace")
-    return Recording(kind, base, log, live, fsync, producers * jobs_per_producer, time.monotonic() - started)
+    return Recording(kind, base, log, live, fsync, 1 + producers * jobs_per_producer, time.monotonic() - started)
 
 
 def _start_worker(stack: contextlib.ExitStack, spool: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
