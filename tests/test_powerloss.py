@@ -79,15 +79,18 @@ def test_no_acknowledged_job_is_lost(rig: contextlib.ExitStack, tmp_path: Path, 
     fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(20), subsets=_scaled(2),
                before_flushes=_scaled(40), drains=_scaled(2))
     lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost.items())[:20])
-    assert not fig.lost, f"{len(fig.lost)} acknowledged jobs lost on {fs}:\n{lost}"
+    assert not fig.lost, f"{len(fig.lost)} acknowledged jobs lost on {fs} before they started:\n{lost}"
+    lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost_outcome.items())[:20])
+    assert not fig.lost_outcome, f"{len(fig.lost_outcome)} jobs lost on {fs} with their outcome:\n{lost}"
     assert not fig.invalid, "files that are not valid jobs:\n" + "\n".join(fig.invalid[:20])
     assert fig.drains > 0 and not fig.drain_problems, "\n".join(fig.drain_problems[:20]) or "nothing was drained"
 
 
 def test_control_without_fsync_loses_jobs(rig: contextlib.ExitStack, tmp_path: Path) -> None:
-    """With ``fsync = false`` the same check must find losses: a crash right after an
-    acknowledgement, unflushed writes dropped, loses that job (it is only in the page cache;
-    the filesystem commits its journal every few seconds at best).  If this passes with no
-    loss, the test above cannot fail and proves nothing."""
+    """With ``fsync = false`` the same check must find losses, or the test above cannot fail
+    and proves nothing.  Certain: at a crash right after an acknowledgement with the unflushed
+    writes dropped, that job is only in the page cache (ext4 commits its journal every 5 s),
+    so it is lost, either as not yet started or, for the 40 % of jobs whose task keeps its
+    outcome, whatever the worker did with it in between."""
     fig = _run(rig, tmp_path, "ext4", fsync=False, jobs=_scaled(10), subsets=0, before_flushes=0, drains=0)
-    assert len(fig.lost) > 0, f"fsync off lost nothing: the power-loss test cannot tell ({fig.summary()})"
+    assert len(fig.lost) + len(fig.lost_outcome) > 0, f"fsync off lost nothing: the test cannot tell\n{fig.summary()}"

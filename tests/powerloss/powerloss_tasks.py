@@ -16,17 +16,23 @@ import spoolq
 MARKS_ENV = "POWERLOSS_MARKS"  # not SPOOLQ_*: spoolq refuses variables it does not know
 
 
-def mark(path: str, kind: str, ids: list[str]) -> None:
-    """Append one ``KIND ID`` line per id to ``path`` in a single write (one log record)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, "".join(f"{kind} {i}\n" for i in ids).encode())
-    finally:
-        os.close(fd)
+def open_marks(path: str) -> int:
+    """A descriptor to append marks to ``path`` (created if it is a plain file)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def mark(fd: int, kind: str, ids: list[str]) -> None:
+    """Append one ``KIND ID`` line per id in a single write (one log record); an "id" may
+    carry more words (``ack ID TASK``)."""
+    os.write(fd, "".join(f"{kind} {i}\n" for i in ids).encode())
 
 
 def _ran(job_id: str) -> None:
-    mark(os.environ[MARKS_ENV], "ran", [job_id])
+    fd = open_marks(os.environ[MARKS_ENV])
+    try:
+        mark(fd, "ran", [job_id])
+    finally:
+        os.close(fd)
 
 
 @spoolq.task(name="powerloss.work")

@@ -2,7 +2,7 @@
 
 ``python producer.py SPOOL MARKS PREFIX COUNT [--no-fsync]`` enqueues COUNT jobs with ids
 ``PREFIX-NNNN`` and, after each enqueue call returned (the acknowledgement), appends
-``ack ID`` for each id it enqueued to MARKS, the FUSE logger's control file.  Ordering: the
+``ack ID TASK`` for each job it enqueued to MARKS, the FUSE logger's control file.  Ordering: the
 mark is written only after ``send_task``/``send_many`` returned, so in the device log it
 follows every write and flush that enqueue waited for.
 
@@ -12,9 +12,10 @@ The mix covers both write paths of the spool (one job: fsync the file, rename, f
 
 from __future__ import annotations
 
+import os
 import sys
 
-from powerloss_tasks import mark
+from powerloss_tasks import mark, open_marks
 
 import spoolq
 
@@ -32,6 +33,7 @@ def job_spec(job_id: str, n: int) -> dict:
 def main(argv: list[str]) -> int:
     spool, marks, prefix, count = argv[0], argv[1], argv[2], int(argv[3])
     app = spoolq.App(spool, fsync="--no-fsync" not in argv[4:])
+    fd = open_marks(marks)  # opened once: the mark follows the return by a single write
     n = 0
     while n < count:
         if n % 6 == 5 and n + 3 <= count:  # a batch of three behind one barrier
@@ -40,9 +42,10 @@ def main(argv: list[str]) -> int:
         else:
             specs = [job_spec(f"{prefix}-{n:04d}", n)]
             app.send_task(**specs[0])
-        mark(marks, "ack", [s["task_id"] for s in specs])
+        mark(fd, "ack", [f"{s['task_id']} {s['name']}" for s in specs])
         n += len(specs)
     app.spool.close()
+    os.close(fd)
     return 0
 
 

@@ -45,6 +45,7 @@ class Mark:
     at: int
     kind: str
     job_id: str
+    task: str = ""
 
 
 @dataclass
@@ -97,8 +98,9 @@ def parse_log(path: Path) -> DeviceLog:
             (length,) = M_HEAD.unpack_from(raw, pos)
             pos += M_HEAD.size
             for line in bytes(raw[pos : pos + length]).decode().splitlines():
-                mark_kind, _, job_id = line.partition(" ")
-                marks.append(Mark(len(ops), mark_kind, job_id))
+                mark_kind, _, rest = line.partition(" ")
+                job_id, _, task = rest.partition(" ")
+                marks.append(Mark(len(ops), mark_kind, job_id, task))
             pos += length
         else:
             raise ValueError(f"unknown record {kind!r} at byte {pos - 1} of {path}")

@@ -1,8 +1,9 @@
 """Mount each crash image and check what a power loss must not take: acknowledged jobs.
 
 A job is *required* at a crash point when its ``ack`` mark came before the point and no
-``ran`` mark did: it was promised and never started.  In the image it must sit in some state
-directory as a file that parses as a job; two copies (``ready/`` and ``active/``, an outcome
+``ran`` mark did: it was promised and never started; or when its task keeps its outcome in a
+file (``done/``, ``failed/``), whatever happened after the ack.  In the image it must sit in
+some state directory as a file that parses as a job; two copies (``ready/`` and ``active/``, an outcome
 and ``active/``) are allowed, since an unflushed rename may be half undone and spoolq's
 recovery resolves both.  For a sample of images, a real ``spoolq worker --burst`` then drains
 the spool, and every required job must run or end in ``failed/`` with a reason.
@@ -25,6 +26,10 @@ from spoolq.spool import FAILED, LIVE_STATES, STATES, parse_name
 from .replay import CrashPoint, ImageBuilder, Mark, crash_points, parse_log, plan
 from .rig import HANG_S, attach_loop, child_env, kill_group, mount
 from .workload import Recording
+
+# Tasks of powerloss_tasks.py whose outcome is a file (done/, failed/): once acknowledged, their
+# job is never absent.  (Not imported from there: that would declare the tasks in pytest's process.)
+KEPT_OUTCOME = frozenset({"powerloss.keep", "powerloss.fail"})
 
 
 @dataclass
@@ -72,7 +77,9 @@ class Figures:
     states: int = 0
     subset_states: int = 0
     lost: dict[str, str] = field(default_factory=dict)
+    lost_outcome: dict[str, str] = field(default_factory=dict)
     losing_points: int = 0
+    ran_before_ack: int = 0
     duplicates: int = 0
     twice_any: int = 0
     invalid: list[str] = field(default_factory=list)
@@ -87,25 +94,43 @@ class Figures:
             f"crash points: {self.points} ({self.acks} right after an acknowledgement, the rest before a flush)",
             f"crash states mounted: {self.states} ({self.subset_states} keeping a random torn subset of the "
             "unflushed writes)",
-            f"acknowledged jobs lost: {len(self.lost)} (at {self.losing_points} crash points); invalid job files: "
-            f"{len(self.invalid)}",
+            f"jobs that started before their ack mark (so never required as not started): {self.ran_before_ack}",
+            f"acknowledged jobs lost: {len(self.lost)} not yet started, {len(self.lost_outcome)} with a kept "
+            f"outcome (at {self.losing_points} crash points); invalid job files: {len(self.invalid)}",
             f"required jobs found in two states: {self.duplicates}; any job in two states: {self.twice_any}",
             f"drained: {self.drains} crash states, {self.drained_jobs} required jobs; problems: "
             f"{len(self.drain_problems)}",
         ])  # fmt: skip
 
 
-def required_at(marks: list[Mark], points: list[CrashPoint]) -> dict[CrashPoint, frozenset[str]]:
-    """For each point: the jobs acknowledged and not yet started by then."""
-    out: dict[CrashPoint, frozenset[str]] = {}
+@dataclass(frozen=True)
+class Required:
+    """What must be in a crash image.  ``unstarted``: acknowledged, not yet started; must be
+    there and must run (or fail with a reason) after recovery.  ``kept``: acknowledged jobs
+    whose outcome is a file (``done/``, ``failed/``): whatever they reached, one copy is
+    always there, since spoolq writes the outcome before it lets go of the job."""
+
+    unstarted: frozenset[str]
+    kept: frozenset[str]
+
+
+def required_at(marks: list[Mark], points: list[CrashPoint]) -> dict[CrashPoint, Required]:
+    """For each point: what must be in its images."""
+    out: dict[CrashPoint, Required] = {}
     acked: set[str] = set()
+    kept: set[str] = set()
     ran: set[str] = set()
     done = 0
     for point in sorted(points, key=lambda p: p.marks):
         for mark in marks[done : point.marks]:
-            (acked if mark.kind == "ack" else ran).add(mark.job_id)
+            if mark.kind == "ack":
+                acked.add(mark.job_id)
+                if mark.task in KEPT_OUTCOME:
+                    kept.add(mark.job_id)
+            else:
+                ran.add(mark.job_id)
         done = max(done, point.marks)
-        out[point] = frozenset(acked - ran)
+        out[point] = Required(frozenset(acked - ran), frozenset(kept))
     return out
 
 
@@ -126,12 +151,18 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
     rng = random.Random(seed)
     points = crash_points(log, before_flushes, rng)
     fig.acks = sum(1 for m in log.marks if m.kind == "ack")
+    seen_ran: set[str] = set()
+    for m in log.marks:  # the worker can start a job before its producer writes the ack mark
+        if m.kind == "ran":
+            seen_ran.add(m.job_id)
+        elif m.job_id in seen_ran:
+            fig.ran_before_ack += 1
     fig.points = len(points)
     required = required_at(log.marks, points)
     states = plan(log, points, subsets, rng)
     builder = ImageBuilder(log, rec.base, work)
     stack.callback(builder.close)
-    candidates = [s for s, pts in states.items() if any(required[p] for p in pts)]
+    candidates = [s for s, pts in states.items() if any(required[p].unstarted for p in pts)]
     to_drain = set(rng.sample(candidates, min(drains, len(candidates))))
     losing: set[CrashPoint] = set()
     for n, (state, pts) in enumerate(states.items()):
@@ -144,12 +175,15 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
             inv = _mount_and_inventory(state_stack, rec, image, mnt)
             present: set[str] = set()
             for p in pts:
-                missing = required[p] - set(inv.found)
-                if missing:
+                missing = required[p].unstarted - set(inv.found)
+                missing_kept = required[p].kept - set(inv.found) - missing
+                if missing or missing_kept:
                     losing.add(p)
                 for job_id in sorted(missing):
                     fig.lost.setdefault(job_id, f"crash {p.why}, {state.label}")
-                present |= required[p] & set(inv.found)
+                for job_id in sorted(missing_kept):
+                    fig.lost_outcome.setdefault(job_id, f"crash {p.why}, {state.label}")
+                present |= required[p].unstarted & set(inv.found)
             fig.duplicates += sum(1 for j in present if len(inv.found[j]) > 1)
             fig.twice_any += sum(1 for states in inv.found.values() if len(states) > 1)
             fig.invalid += [f"{state.label}: {x}" for x in inv.invalid]
