@@ -1,12 +1,13 @@
 """Mount each crash image and check what a power loss must not take: acknowledged jobs.
 
 A job is *required* at a crash point when its ``ack`` mark came before the point and no
-``ran`` mark did: it was promised and never started; or when its task keeps its outcome in a
-file (``done/``, ``failed/``), whatever happened after the ack.  In the image it must sit in
-some state directory as a file that parses as a job; two copies (``ready/`` and ``active/``, an outcome
-and ``active/``) are allowed, since an unflushed rename may be half undone and spoolq's
-recovery resolves both.  For a sample of images, a real ``spoolq worker --burst`` then drains
-the spool, and every required job must run or end in ``failed/`` with a reason.
+``ran`` mark did: it was promised and never started; or when it ran but its outcome is a file
+(a kept result, a failure) or a retry, which spoolq writes before it lets go of the job.  In
+the image it must sit in some state directory as a file that parses as a job.  Two copies
+(``ready/`` and ``active/``, an outcome and ``active/``) are allowed: an unflushed rename may
+be half undone, and spoolq's recovery resolves both.  For a sample of images, a real
+``spoolq worker --burst`` then drains the spool, and every required job without an outcome
+on disk must run or end in ``failed/`` with a reason.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from pathlib import Path
 
 from spoolq.errors import SpoolqError
 from spoolq.job import Job
-from spoolq.spool import FAILED, LIVE_STATES, STATES, parse_name
+from spoolq.spool import DONE, FAILED, LIVE_STATES, STATES, parse_name
 
 from .replay import CrashPoint, ImageBuilder, Mark, crash_points, parse_log, plan
 from .rig import HANG_S, attach_loop, child_env, kill_group, mount
 from .workload import Recording
 
-# Tasks of powerloss_tasks.py whose outcome is a file (done/, failed/): once acknowledged, their
-# job is never absent.  (Not imported from there: that would declare the tasks in pytest's process.)
-KEPT_OUTCOME = frozenset({"powerloss.keep", "powerloss.fail"})
+# After how many runs a job of each task of powerloss_tasks.py may vanish (its success is
+# discarded); the others end as a file (done/, failed/) and never may.  Not imported from
+# there: that would declare the tasks in pytest's own process.
+RUNS_TO_VANISH = {"powerloss.work": 1, "powerloss.flaky": 2}
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Figures:
     states: int = 0
     subset_states: int = 0
     lost: dict[str, str] = field(default_factory=dict)
-    lost_outcome: dict[str, str] = field(default_factory=dict)
+    lost_started: dict[str, str] = field(default_factory=dict)
     losing_points: int = 0
     ran_before_ack: int = 0
     duplicates: int = 0
@@ -95,8 +97,8 @@ class Figures:
             f"crash states mounted: {self.states} ({self.subset_states} keeping a random torn subset of the "
             "unflushed writes)",
             f"jobs that started before their ack mark (so never required as not started): {self.ran_before_ack}",
-            f"acknowledged jobs lost: {len(self.lost)} not yet started, {len(self.lost_outcome)} with a kept "
-            f"outcome (at {self.losing_points} crash points); invalid job files: {len(self.invalid)}",
+            f"acknowledged jobs lost: {len(self.lost)} not yet started, {len(self.lost_started)} started with an "
+            f"outcome to keep (at {self.losing_points} crash points); invalid job files: {len(self.invalid)}",
             f"required jobs found in two states: {self.duplicates}; any job in two states: {self.twice_any}",
             f"drained: {self.drains} crash states, {self.drained_jobs} required jobs; problems: "
             f"{len(self.drain_problems)}",
@@ -105,32 +107,31 @@ class Figures:
 
 @dataclass(frozen=True)
 class Required:
-    """What must be in a crash image.  ``unstarted``: acknowledged, not yet started; must be
-    there and must run (or fail with a reason) after recovery.  ``kept``: acknowledged jobs
-    whose outcome is a file (``done/``, ``failed/``): whatever they reached, one copy is
-    always there, since spoolq writes the outcome before it lets go of the job."""
+    """What must be in a crash image.  ``unstarted``: acknowledged, not yet started.
+    ``started``: acknowledged, run, and not ended in a way that lets the job vanish: a kept
+    result, a failure, a pending retry; spoolq writes that outcome before it lets go of the
+    job, so some copy is always there."""
 
     unstarted: frozenset[str]
-    kept: frozenset[str]
+    started: frozenset[str]
 
 
 def required_at(marks: list[Mark], points: list[CrashPoint]) -> dict[CrashPoint, Required]:
     """For each point: what must be in its images."""
     out: dict[CrashPoint, Required] = {}
-    acked: set[str] = set()
-    kept: set[str] = set()
-    ran: set[str] = set()
+    task: dict[str, str] = {}
+    runs: dict[str, int] = {}
     done = 0
     for point in sorted(points, key=lambda p: p.marks):
         for mark in marks[done : point.marks]:
             if mark.kind == "ack":
-                acked.add(mark.job_id)
-                if mark.task in KEPT_OUTCOME:
-                    kept.add(mark.job_id)
+                task[mark.job_id] = mark.task
             else:
-                ran.add(mark.job_id)
+                runs[mark.job_id] = runs.get(mark.job_id, 0) + 1
         done = max(done, point.marks)
-        out[point] = Required(frozenset(acked - ran), frozenset(kept))
+        unstarted = frozenset(j for j in task if j not in runs)
+        started = frozenset(j for j, t in task.items() if 0 < runs.get(j, 0) < RUNS_TO_VANISH.get(t, 1 << 30))
+        out[point] = Required(unstarted, started)
     return out
 
 
@@ -162,7 +163,7 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
     states = plan(log, points, subsets, rng)
     builder = ImageBuilder(log, rec.base, work)
     stack.callback(builder.close)
-    candidates = [s for s, pts in states.items() if any(required[p].unstarted for p in pts)]
+    candidates = [s for s, pts in states.items() if any(required[p].unstarted | required[p].started for p in pts)]
     to_drain = set(rng.sample(candidates, min(drains, len(candidates))))
     losing: set[CrashPoint] = set()
     for n, (state, pts) in enumerate(states.items()):
@@ -175,22 +176,21 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
             inv = _mount_and_inventory(state_stack, rec, image, mnt)
             present: set[str] = set()
             for p in pts:
-                missing = required[p].unstarted - set(inv.found)
-                missing_kept = required[p].kept - set(inv.found) - missing
-                if missing or missing_kept:
-                    losing.add(p)
-                for job_id in sorted(missing):
-                    fig.lost.setdefault(job_id, f"crash {p.why}, {state.label}")
-                for job_id in sorted(missing_kept):
-                    fig.lost_outcome.setdefault(job_id, f"crash {p.why}, {state.label}")
-                present |= required[p].unstarted & set(inv.found)
+                for lost, jobs in ((fig.lost, required[p].unstarted), (fig.lost_started, required[p].started)):
+                    missing = jobs - set(inv.found)
+                    for job_id in sorted(missing):
+                        lost.setdefault(job_id, f"crash {p.why}, {state.label}")
+                        losing.add(p)
+                    present |= jobs & set(inv.found)
             fig.duplicates += sum(1 for j in present if len(inv.found[j]) > 1)
             fig.twice_any += sum(1 for states in inv.found.values() if len(states) > 1)
             fig.invalid += [f"{state.label}: {x}" for x in inv.invalid]
             if state in to_drain:
                 fig.drains += 1
-                fig.drained_jobs += len(present)
-                fig.drain_problems += _drain(mnt / "spool", present, work / f"drain-{n}.marks")
+                # Those with no outcome on disk; recovery rightly drops a copy left beside one.
+                live = {j for j in present if not set(inv.found[j]) & {DONE, FAILED}}
+                fig.drained_jobs += len(live)
+                fig.drain_problems += _drain(mnt / "spool", live, work / f"drain-{n}.marks")
         image.unlink()
     fig.losing_points = len(losing)
     fig.log_complete = builder.matches(rec.final)
