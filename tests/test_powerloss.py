@@ -56,7 +56,7 @@ def _scaled(n: float) -> int:
 
 
 def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, jobs: int, subsets: int,
-         before_flushes: int, drains: int) -> Figures:  # fmt: skip
+         subset_points: int, drains: int) -> Figures:  # fmt: skip
     kind = FILESYSTEMS[fs]
     reason = fs_skip_reason(kind)
     if reason:
@@ -64,7 +64,7 @@ def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, job
     seed = SEED + zlib.crc32(fs.encode())
     rec = record_run(rig, tmp_path, kind, fsync=fsync, producers=PRODUCERS, jobs_per_producer=jobs)
     started = time.monotonic()
-    fig = check_recording(rig, rec, tmp_path, subsets=subsets, before_flushes=before_flushes,
+    fig = check_recording(rig, rec, tmp_path, subset_points=subset_points, subsets=subsets,
                            drains=drains, seed=seed)
     print(f"\n{fig.summary()}\n  replay {time.monotonic() - started:.1f} s, seed {seed}")
     assert fig.log_complete, "base image + logged writes != the device's final image: the logger missed a write"
@@ -77,8 +77,8 @@ def test_no_acknowledged_job_is_lost(rig: contextlib.ExitStack, tmp_path: Path, 
     """With fsync on (the default), at every crash point every acknowledged job that had not
     started, or had run but ended in a file or a retry, is on disk as a valid job, and a
     worker started on the image runs or fails the ones without an outcome."""
-    fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(20), subsets=_scaled(2),
-               before_flushes=_scaled(40), drains=_scaled(2))
+    fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(10), subset_points=_scaled(40),
+               subsets=2, drains=_scaled(2))
     lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost.items())[:20])
     assert not fig.lost, f"{len(fig.lost)} acknowledged jobs lost on {fs} before they started:\n{lost}"
     lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost_started.items())[:20])
@@ -93,5 +93,5 @@ def test_control_without_fsync_loses_jobs(rig: contextlib.ExitStack, tmp_path: P
     writes dropped, that job is only in the page cache (ext4 commits its journal every 5 s),
     so it is lost, either as not yet started or, for the 60 % of jobs that end in a file or
     retry, whatever the worker did with it in between."""
-    fig = _run(rig, tmp_path, "ext4", fsync=False, jobs=_scaled(10), subsets=0, before_flushes=0, drains=0)
+    fig = _run(rig, tmp_path, "ext4", fsync=False, jobs=_scaled(10), subset_points=0, subsets=0, drains=0)
     assert len(fig.lost) + len(fig.lost_started) > 0, f"fsync off lost nothing: the test cannot tell\n{fig.summary()}"

@@ -17,14 +17,14 @@ from __future__ import annotations
 import mmap
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fuse_logger import FLUSH, M_HEAD, MARK, W_HEAD, WRITE, Z_HEAD, ZERO
-from .workload import copy_sparse
+from .workload import copy_sparse, data_extents
 
 SECTOR = 4096
+_CHUNK = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -154,39 +154,44 @@ class CrashPoint:
     why: str
 
 
-def crash_points(log: DeviceLog, before_flushes: int, rng: random.Random) -> list[CrashPoint]:
-    """Right after every acknowledgement, and right before ``before_flushes`` flushes drawn at
-    random among those with unflushed writes: where the most writes are in flight (a journal
-    commit being written), so the random subsets have the most to choose from."""
-    points = [CrashPoint(m.at, k + 1, f"after {m.kind} {m.job_id}") for k, m in enumerate(log.marks) if m.kind == "ack"]
-    flushes = [i for i, op in enumerate(log.ops) if op.kind == FLUSH and log.unflushed(i)]
-    marks_before, k = [], 0
-    for i in flushes:
-        while k < len(log.marks) and log.marks[k].at <= i:
-            k += 1
-        marks_before.append(k)
-    for n in sorted(rng.sample(range(len(flushes)), min(before_flushes, len(flushes)))):
-        points.append(CrashPoint(flushes[n], marks_before[n], f"before the flush at op {flushes[n]}"))
+def crash_points(log: DeviceLog) -> list[CrashPoint]:
+    """Every place a power cut can fall that matters: right after each mark (an enqueue
+    returned, a task started) and right before each flush.  Between two flushes the durable
+    prefix does not change, so with these every image of the "unflushed writes dropped" kind
+    is checked against every set of jobs it must hold."""
+    points = [CrashPoint(m.at, k + 1, f"after {m.kind} {m.job_id}") for k, m in enumerate(log.marks)]
+    k = 0
+    for i, op in enumerate(log.ops):
+        if op.kind == FLUSH:
+            while k < len(log.marks) and log.marks[k].at <= i:
+                k += 1
+            points.append(CrashPoint(i, k, f"before the flush at op {i}"))
     return points
 
 
-def plan(log: DeviceLog, points: list[CrashPoint], subsets: int,
+def plan(log: DeviceLog, points: list[CrashPoint], subset_points: int, subsets: int,
          rng: random.Random) -> dict[CrashState, list[CrashPoint]]:  # fmt: skip
     """The crash states to check and, for each, the crash points it stands for.
 
-    At every point: the state with all unflushed writes dropped, and up to ``subsets`` random
-    subsets of them kept.  Points with the same durable prefix share the dropped state (the
-    same image), so it is mounted once and checked against each point's jobs.
+    Every point gets the state with all unflushed writes dropped; points with the same durable
+    prefix share it (one image, mounted once, checked against each point's jobs).  At
+    ``subset_points`` points drawn at random among those with unflushed writes (the
+    acknowledgements first), ``subsets`` random subsets of those writes are kept as well.
     """
     states: dict[CrashState, list[CrashPoint]] = {}
     for point in points:
-        durable = log.durable[point.at]
-        states.setdefault(CrashState(durable, ()), []).append(point)
+        states.setdefault(CrashState(log.durable[point.at], ()), []).append(point)
+    torn = [p for p in points if log.unflushed(p.at)]
+    acks = [p for p in torn if p.why.startswith("after ack")]
+    others = [p for p in torn if not p.why.startswith("after ack")]
+    chosen = rng.sample(acks, min(subset_points, len(acks)))
+    chosen += rng.sample(others, min(subset_points - len(chosen), len(others)))
+    for point in chosen:
         unflushed = log.unflushed(point.at)
-        for _ in range(subsets if unflushed else 0):
+        for _ in range(subsets):
             kept = random_subset(log, unflushed, rng)
             if kept:
-                states.setdefault(CrashState(durable, kept), []).append(point)
+                states.setdefault(CrashState(log.durable[point.at], kept), []).append(point)
     return dict(sorted(states.items(), key=lambda kv: kv[0].durable))
 
 
@@ -236,18 +241,18 @@ class ImageBuilder:
         missed nothing the device received."""
         self.advance(len(self._log.ops))
         with open(final, "rb") as f:
-            for offset, chunk in _chunks(f.fileno()):
-                if os.pread(self._fd, len(chunk), offset) != chunk:
-                    return False
-        return os.fstat(self._fd).st_size == os.stat(final).st_size
+            if os.fstat(f.fileno()).st_size != self._size:
+                return False
+            # Holes read as zeros in both: only what holds data in either file is compared.
+            for fd in (f.fileno(), self._fd):
+                for start, end in data_extents(fd):
+                    for off in range(start, end, _CHUNK):
+                        n = min(_CHUNK, end - off)
+                        if os.pread(f.fileno(), n, off) != os.pread(self._fd, n, off):
+                            return False
+        return True
 
     def close(self) -> None:
         os.close(self._fd)
         self._path.unlink(missing_ok=True)
 
-
-def _chunks(fd: int, size: int = 16 * 1024 * 1024) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while chunk := os.pread(fd, size, offset):
-        yield offset, chunk
-        offset += len(chunk)

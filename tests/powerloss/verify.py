@@ -93,7 +93,8 @@ class Figures:
     def summary(self) -> str:
         return "\n  ".join([
             f"{self.fs}, fsync {'on' if self.fsync else 'off'}: {self.jobs} jobs, run {self.run_s:.1f} s",
-            f"crash points: {self.points} ({self.acks} right after an acknowledgement, the rest before a flush)",
+            f"crash points: {self.points} (after each of {self.acks} acknowledgements and each task start, "
+            "before each flush)",
             f"crash states mounted: {self.states} ({self.subset_states} keeping a random torn subset of the "
             "unflushed writes)",
             f"jobs that started before their ack mark (so never required as not started): {self.ran_before_ack}",
@@ -135,22 +136,21 @@ def required_at(marks: list[Mark], points: list[CrashPoint]) -> dict[CrashPoint,
     return out
 
 
-def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, subsets: int, before_flushes: int,
+def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, subset_points: int, subsets: int,
                     drains: int, seed: int) -> Figures:  # fmt: skip
     """Build, mount and check the crash states of a recording (see the module docstring).
 
     Parameters:
-        subsets: random subsets of the unflushed writes per crash point (0: only the state
+        subset_points, subsets: at how many crash points, and how many times at each, to keep
+            a random torn subset of the unflushed writes (every point also gets the state
             with all of them dropped).
-        before_flushes: crash points right before a flush, besides those after each
-            acknowledgement.
         drains: how many crash states also get drained by a real worker.
         seed: for the subsets and the drain sample, printed so a failure can be replayed.
     """
     fig = Figures(rec.kind.name, rec.fsync, rec.jobs, rec.seconds)
     log = parse_log(rec.log)
     rng = random.Random(seed)
-    points = crash_points(log, before_flushes, rng)
+    points = crash_points(log)
     fig.acks = sum(1 for m in log.marks if m.kind == "ack")
     seen_ran: set[str] = set()
     for m in log.marks:  # the worker can start a job before its producer writes the ack mark
@@ -160,7 +160,7 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
             fig.ran_before_ack += 1
     fig.points = len(points)
     required = required_at(log.marks, points)
-    states = plan(log, points, subsets, rng)
+    states = plan(log, points, subset_points, subsets, rng)
     builder = ImageBuilder(log, rec.base, work)
     stack.callback(builder.close)
     candidates = [s for s, pts in states.items() if any(required[p].unstarted | required[p].started for p in pts)]

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,21 +116,26 @@ def _wait_drained(spool: Path, worker: subprocess.Popen[bytes], log: Path) -> No
         time.sleep(0.05)
 
 
-def copy_sparse(src: int, dst: int) -> None:
-    """Copy the data regions of ``src`` into ``dst`` (same size, already truncated), skipping
-    holes: an image of hundreds of MiB holds a few MiB of data, so a copy costs milliseconds."""
-    size = os.fstat(src).st_size
+def data_extents(fd: int) -> Iterator[tuple[int, int]]:
+    """The ``(start, end)`` byte ranges of a sparse file that hold data (not holes)."""
+    size = os.fstat(fd).st_size
     pos = 0
     while pos < size:
         try:
-            start = os.lseek(src, pos, os.SEEK_DATA)
+            start = os.lseek(fd, pos, os.SEEK_DATA)
         except OSError:  # ENXIO: only a hole is left
-            break
-        end = os.lseek(src, start, os.SEEK_HOLE)
+            return
+        pos = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, pos
+
+
+def copy_sparse(src: int, dst: int) -> None:
+    """Copy the data regions of ``src`` into ``dst`` (same size, already truncated), skipping
+    holes: an image of hundreds of MiB holds a few MiB of data, so a copy costs milliseconds."""
+    for start, end in data_extents(src):
         off = start
         while off < end:
             n = os.copy_file_range(src, dst, end - off, off, off)
             if n == 0:
                 break
             off += n
-        pos = end
