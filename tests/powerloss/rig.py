@@ -52,9 +52,14 @@ FILESYSTEMS = {
 }
 
 
+def tool(name: str) -> str | None:
+    """The path of a system tool, looking in the sbin directories too (not on every PATH)."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def run(*cmd: str, timeout: float = HANG_S) -> str:
-    """Run a command, return its stdout; raise with its stderr when it fails."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    """Run a system tool, return its stdout; raise with its stderr when it fails."""
+    proc = subprocess.run([tool(cmd[0]) or cmd[0], *cmd[1:]], capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout
@@ -68,21 +73,21 @@ def kernel_skip_reason() -> str | None:
         return "the kernel offers no loop devices (/dev/loop-control missing)"
     if not os.path.exists("/dev/fuse"):
         return "the kernel offers no FUSE (/dev/fuse missing)"
-    for tool in ("losetup", "mount", "umount"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
+    for name in ("losetup", "mount", "umount"):
+        if tool(name) is None:
+            return f"{name} is not installed"
     return None
 
 
 def fs_skip_reason(kind: FsKind) -> str | None:
     """Why ``kind`` cannot be tested here (its mkfs is not installed, the kernel lacks it)."""
-    if shutil.which(kind.mkfs[0]) is None:
+    if tool(kind.mkfs[0]) is None:
         return f"{kind.mkfs[0]} is not installed (.ci/run installs it with apt-get)"
     with open("/proc/filesystems", encoding="ascii") as f:
         known = {line.split()[-1] for line in f if line.strip()}
     if kind.name not in known:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["modprobe", kind.name], capture_output=True, timeout=HANG_S)
+        with contextlib.suppress(OSError, RuntimeError, subprocess.SubprocessError):
+            run("modprobe", kind.name)
         with open("/proc/filesystems", encoding="ascii") as f:
             known = {line.split()[-1] for line in f if line.strip()}
     if kind.name not in known:
@@ -130,7 +135,7 @@ def unmount(target: Path, kind: FsKind | None = None) -> None:
     else:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             run("umount", "-l", str(target))
-    if kind is not None and kind.name == "btrfs" and shutil.which("btrfs"):
+    if kind is not None and kind.name == "btrfs" and tool("btrfs"):
         # btrfs remembers devices by filesystem id; crash images share one, so forget the
         # unmounted device before the next image with the same id is attached.
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
