@@ -24,7 +24,7 @@ from spoolq.errors import SpoolqError
 from spoolq.job import Job
 from spoolq.spool import DONE, FAILED, LIVE_STATES, STATES, parse_name
 
-from .replay import CrashPoint, ImageBuilder, Mark, crash_points, parse_log, plan
+from .replay import CrashPoint, CrashState, ImageBuilder, Mark, crash_points, parse_log, plan
 from .rig import HANG_S, attach_loop, child_env, kill_group, mount
 from .workload import Recording
 
@@ -163,8 +163,7 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
     states = plan(log, points, subset_points, subsets, rng)
     builder = ImageBuilder(log, rec.base, work)
     stack.callback(builder.close)
-    candidates = [s for s, pts in states.items() if any(required[p].unstarted | required[p].started for p in pts)]
-    to_drain = set(rng.sample(candidates, min(drains, len(candidates))))
+    to_drain = _drain_sample(states, required, drains, rng)
     losing: set[CrashPoint] = set()
     for n, (state, pts) in enumerate(states.items()):
         fig.states += 1
@@ -195,6 +194,16 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
     fig.losing_points = len(losing)
     fig.log_complete = builder.matches(rec.final)
     return fig
+
+
+def _drain_sample(states: dict[CrashState, list[CrashPoint]], required: dict[CrashPoint, Required], n: int,
+                  rng: random.Random) -> set[CrashState]:  # fmt: skip
+    """``n`` states that must hold jobs, half of them with torn unflushed writes kept."""
+    holding = [s for s, pts in states.items() if any(required[p].unstarted | required[p].started for p in pts)]
+    torn = [s for s in holding if s.kept]
+    chosen = set(rng.sample(torn, min(n // 2, len(torn))))
+    rest = [s for s in holding if s not in chosen]
+    return chosen | set(rng.sample(rest, min(n - len(chosen), len(rest))))
 
 
 def _mount_and_inventory(stack: contextlib.ExitStack, rec: Recording, image: Path, mnt: Path) -> Inventory:
