@@ -10,6 +10,7 @@ discard on success, a kept result in ``done/``, a retry through ``delayed/``, ``
 from __future__ import annotations
 
 import os
+import time
 
 import spoolq
 
@@ -37,8 +38,12 @@ def _ran(job_id: str) -> None:
 
 @spoolq.task(name="powerloss.work")
 def work(job_id: str) -> None:
-    """Succeed; the job is discarded."""
+    """Take a moment, so that a backlog builds up in the spool, then succeed (the job is
+    discarded).  Without it the worker often runs a job before its producer's mark is logged
+    (the rename is visible while the producer still flushes the directory), and a job that
+    already started is not checked as a waiting one."""
     _ran(job_id)
+    time.sleep(0.02)
 
 
 @spoolq.task(name="powerloss.keep", result_ttl=3600)

@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,7 @@ class Figures:
     lost_started: dict[str, str] = field(default_factory=dict)
     losing_points: int = 0
     ran_before_ack: int = 0
-    duplicates: int = 0
-    twice_any: int = 0
+    duplicates: Counter[str] = field(default_factory=Counter)
     invalid: list[str] = field(default_factory=list)
     drains: int = 0
     drained_jobs: int = 0
@@ -100,7 +100,8 @@ class Figures:
             f"jobs that started before their ack mark (so never required as not started): {self.ran_before_ack}",
             f"acknowledged jobs lost: {len(self.lost)} not yet started, {len(self.lost_started)} started with an "
             f"outcome to keep (at {self.losing_points} crash points); invalid job files: {len(self.invalid)}",
-            f"required jobs found in two states: {self.duplicates}; any job in two states: {self.twice_any}",
+            "required jobs found in two states, per image: "
+            + (", ".join(f"{pair} {n}" for pair, n in self.duplicates.most_common()) or "none"),
             f"drained: {self.drains} crash states, {self.drained_jobs} required jobs; problems: "
             f"{len(self.drain_problems)}",
         ])  # fmt: skip
@@ -181,8 +182,7 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
                         lost.setdefault(job_id, f"crash {p.why}, {state.label}")
                         losing.add(p)
                     present |= jobs & set(inv.found)
-            fig.duplicates += sum(1 for j in present if len(inv.found[j]) > 1)
-            fig.twice_any += sum(1 for states in inv.found.values() if len(states) > 1)
+            fig.duplicates.update("+".join(sorted(inv.found[j])) for j in present if len(inv.found[j]) > 1)
             fig.invalid += [f"{state.label}: {x}" for x in inv.invalid]
             if state in to_drain:
                 fig.drains += 1
