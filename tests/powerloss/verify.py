@@ -40,8 +40,15 @@ class Inventory:
     """The jobs in a spool: id -> the states holding a valid file of it; and what is broken."""
 
     found: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # id -> (dev, inode) of its copies
     invalid: list[str] = field(default_factory=list)
     failed_reasons: dict[str, str] = field(default_factory=dict)
+
+    def copies(self, job_id: str) -> str:
+        """Where a job is, e.g. ``active+ready``; ``(one file)`` when those are two names of
+        one file (a move half undone: btrfs replays that)."""
+        where = "+".join(sorted(self.found[job_id]))
+        return where + (" (one file)" if len(self.files[job_id]) < len(self.found[job_id]) else "")
 
 
 def take_inventory(spool: Path) -> Inventory:
@@ -57,11 +64,14 @@ def take_inventory(spool: Path) -> Inventory:
             if job_id is None:
                 continue  # a rejected non-job (.bad) and its reason: not any producer's job
             try:
-                job = Job.from_json((spool / state / name).read_bytes())
+                with open(spool / state / name, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    job = Job.from_json(f.read())
             except (OSError, SpoolqError, ValueError) as exc:
                 inv.invalid.append(f"{state}/{name}: {exc}")
                 continue
             inv.found.setdefault(job.id, []).append(state)
+            inv.files.setdefault(job.id, set()).add((st.st_dev, st.st_ino))
             if state == FAILED and job.errors:
                 inv.failed_reasons[job.id] = str(job.errors[-1].get("message", "?"))
     return inv
@@ -145,7 +155,8 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
         subset_points, subsets: at how many crash points, and how many times at each, to keep
             a random torn subset of the unflushed writes (every point also gets the state
             with all of them dropped).
-        drains: how many crash states also get drained by a real worker.
+        drains: how many crash states, drawn at random, also get drained by a real worker;
+            besides those, the first image of each kind of duplicate (``active+ready``...).
         seed: for the subsets and the drain sample, printed so a failure can be replayed.
     """
     fig = Figures(rec.kind.name, rec.fsync, rec.jobs, rec.seconds)
@@ -165,6 +176,7 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
     builder = ImageBuilder(log, rec.base, work)
     stack.callback(builder.close)
     to_drain = _drain_sample(states, required, drains, rng)
+    drained_kinds: set[str] = set()
     losing: set[CrashPoint] = set()
     for n, (state, pts) in enumerate(states.items()):
         fig.states += 1
@@ -182,9 +194,12 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
                         lost.setdefault(job_id, f"crash {p.why}, {state.label}")
                         losing.add(p)
                     present |= jobs & set(inv.found)
-            fig.duplicates.update("+".join(sorted(inv.found[j])) for j in present if len(inv.found[j]) > 1)
+            kinds = [inv.copies(j) for j in present if len(inv.found[j]) > 1]
+            fig.duplicates.update(kinds)
             fig.invalid += [f"{state.label}: {x}" for x in inv.invalid]
-            if state in to_drain:
+            # Recovery is what duplicates test: the first image of each kind is drained too.
+            if state in to_drain or set(kinds) - drained_kinds:
+                drained_kinds.update(kinds)
                 fig.drains += 1
                 # Those with no outcome on disk; recovery rightly drops a copy left beside one.
                 live = {j for j in present if not set(inv.found[j]) & {DONE, FAILED}}
