@@ -28,9 +28,7 @@ Why the log order is the order that matters (the argument the power-loss test re
 - A task writes ``ran ID`` in its body, before the worker records any outcome: nothing the
   worker does to the job's files can be logged before the mark.
 
-Log format, records back to back: one kind byte, then
-``W`` offset u64, length u32, data | ``Z`` offset u64, length u64 (zeroed range) |
-``F`` (flush) | ``M`` length u32, text.  All little-endian.
+The log's format is in logformat.py.
 """
 
 from __future__ import annotations
@@ -38,17 +36,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import struct
 import sys
 import time
 from typing import Any, BinaryIO
 
 import mfusepy
+from logformat import FLUSH, M_HEAD, MARK, W_HEAD, WRITE, Z_HEAD, ZERO  # run as a script: its folder is on the path
 
-WRITE, ZERO, FLUSH, MARK = b"W", b"Z", b"F", b"M"
-W_HEAD = struct.Struct("<QI")
-Z_HEAD = struct.Struct("<QQ")
-M_HEAD = struct.Struct("<I")
 DISK, CONTROL = "/disk", "/control"
 _DISK_FH, _CONTROL_FH = 1, 2
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE, _FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fuse_logger import FLUSH, M_HEAD, MARK, W_HEAD, WRITE, Z_HEAD, ZERO
+from .logformat import FLUSH, M_HEAD, MARK, W_HEAD, WRITE, Z_HEAD, ZERO
 from .workload import copy_sparse, data_extents
 
 SECTOR = 4096
