@@ -60,11 +60,13 @@ def rig() -> Iterator[contextlib.ExitStack]:
 
 
 def _scaled(n: float) -> int:
+    """``n`` times the scale, at least 1."""
     return max(1, round(n * SCALE))
 
 
 def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, jobs: int, subsets: int,
          subset_points: int, drains: int) -> Figures:  # fmt: skip
+    """Record a run on ``fs``, check its crash states, print the figures, check the log."""
     kind = FILESYSTEMS[fs]
     reason = fs_skip_reason(kind)
     if reason:
@@ -87,9 +89,9 @@ def test_no_acknowledged_job_is_lost(rig: contextlib.ExitStack, tmp_path: Path, 
     worker started on the image runs or fails the ones without an outcome."""
     fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(10), subset_points=_scaled(40),
                subsets=2, drains=_scaled(2))
-    lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost.items())[:20])
+    lost = "\n".join(f"  {job}: {at}" for job, at in list(fig.lost.items())[:20])
     assert not fig.lost, f"{len(fig.lost)} acknowledged jobs lost on {fs} before they started:\n{lost}"
-    lost = "\n".join(f"  {job}: {where}" for job, where in list(fig.lost_started.items())[:20])
+    lost = "\n".join(f"  {job}: {at}" for job, at in list(fig.lost_started.items())[:20])
     assert not fig.lost_started, f"{len(fig.lost_started)} jobs lost on {fs} after they ran:\n{lost}"
     assert not fig.invalid, "files that are not valid jobs:\n" + "\n".join(fig.invalid[:20])
     assert fig.drains > 0 and not fig.drain_problems, "\n".join(fig.drain_problems[:20]) or "nothing was drained"

@@ -31,6 +31,7 @@ def job_spec(job_id: str, n: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """Enqueue, mark, repeat; see the module docstring for the arguments."""
     spool, marks, prefix, count = argv[0], argv[1], argv[2], int(argv[3])
     app = spoolq.App(spool, fsync="--no-fsync" not in argv[4:])
     fd = open_marks(marks)  # opened once: the mark follows the return by a single write
