@@ -56,6 +56,7 @@ TMP, NEW, READY, ACTIVE, DELAYED, FAILED, DONE = "tmp", "new", "ready", "active"
 STATES = (NEW, READY, ACTIVE, DELAYED, FAILED, DONE)
 LIVE_STATES = (NEW, READY, ACTIVE, DELAYED)
 DIRS = (TMP, *STATES)
+_MOVE_ORDER = (NEW, DELAYED, READY, ACTIVE)  # where moves lead: a later name wins over an earlier one
 LOCK_NAME = "spoolq.lock"
 DEFAULT_MAX_JOB_SIZE = 1024 * 1024
 BAD_SUFFIX = ".bad"
@@ -841,6 +842,43 @@ class Spool:
             if stale and not stat.S_ISDIR(st.st_mode):
                 self._unlink_quietly(TMP, e.name)
                 removed.append(e.path)
+        return removed
+
+    def drop_twins(self) -> list[str]:
+        """Remove the earlier name of each file that a crash left under two names of the live
+        states; run it at the start, with no supervisor running.
+
+        A move is one rename, and the two directories it changes are flushed one after the
+        other.  On btrfs a power cut between the two flushes can replay the new name (its
+        directory was logged) and keep the old one (the removal was not): one file, two names,
+        which :meth:`read_bytes` refuses as a hard link, so the job would be given up without
+        running.  Only a file whose every name is in ``new/``, ``delayed/``, ``ready/`` or
+        ``active/`` is touched (a link from elsewhere may belong outside the spool); the name
+        kept is the one furthest along in that order, as the move had been made.
+
+        Returns:
+            the names removed, as ``state/name``.
+        """
+        names: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+        links: dict[tuple[int, int], int] = {}
+        for rank, state in enumerate(_MOVE_ORDER):
+            for e in self.scan(state):
+                try:
+                    st = self.lstat(e.path)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    names.setdefault(key, []).append((rank, state, e.name))
+                    links[key] = st.st_nlink
+        removed = []
+        for key, found in names.items():
+            if len(found) != links[key]:
+                continue  # a name outside the live states: left to be refused
+            for _, state, name in sorted(found)[:-1]:
+                self._unlink_quietly(state, name)
+                self._dirty.add(state)
+                removed.append(f"{state}/{name}")
         return removed
 
     def tmp_twin(self, st: os.stat_result) -> Path | None:

@@ -438,6 +438,8 @@ class Supervisor:
         dropped when their outcome was already written elsewhere)."""
         for path in self.spool.sweep_tmp(self.tmp_max_age, time.time()):
             log.info("removed stale temporary file %s", path.name)
+        for name in self.spool.drop_twins():
+            log.warning("removed %s: the old name of a job that a power loss left half moved", name)
         for e in self.spool.scan(DELAYED):
             if e.job_id is None or e.when is None:
                 log.warning("ignoring foreign file delayed/%s (spoolq fsck reports it)", e.name)
