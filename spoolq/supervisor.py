@@ -530,7 +530,6 @@ class Supervisor:
         """Validate what is in ``new/`` and move it on: due → ready, future → delayed,
         anything wrong → failed with the reason.  One bad file never stops the others.  Due
         jobs are taken in as :meth:`_ingest_room` says; the others all are."""
-        self._scan_new = False
         mono = time.monotonic()
         self._next_rescan = mono + self.rescan_interval
         if not self.faults.ready(INGEST, mono):
@@ -540,6 +539,9 @@ class Supervisor:
         pending = self._new_pending
         if not pending:
             if not self._new_more:
+                # A new pass sees what was signalled until now; an arrival signalled while a
+                # pass goes on may not be in its listing, so it asks for the next one.
+                self._scan_new = False
                 self._cold_pass = False  # a new pass: hot until a read says otherwise
             try:
                 listed, self._new_more = self._new_cursor.take(INGEST_BATCH)
