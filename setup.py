@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["watchdog>=3", "filelock>=3.12", "click>=8.1"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1", "supervisor>=4.2", "ruff>=0.5"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1", "supervisor>=4.2", "ruff>=0.5", "mfusepy>=3.0"],
         # Same pins as bench/requirements-bench.txt: the peers' numbers are for these versions.
         "bench": ["huey==3.5.4", "celery[redis]==5.7.0", "redis==8.1.0", "rq==2.12.0", "dramatiq[redis]==2.2.1"],
     },

@@ -12,7 +12,8 @@ What is checked, and what a repair does:
   by a later record is moved aside); the report says so beside the finding it answers.
 - ``foreign``: not a job file: a name not ending in ``.json``, a directory, a symlink, a
   FIFO, a socket, a hard link.  Repair rejects it into ``failed/`` (renamed, never followed,
-  opened or read).
+  opened or read), except a job left under two names of the live states by a move that a
+  power loss half undid: repair keeps the later name (:func:`spoolq.recovery.drop_twins`).
 - ``unparseable``: a ``.json`` file that is not a valid job.  Repair rejects it.
 - ``misnamed``: the name does not carry the id the content says.  Repair renames it to the
   right name for its state, or rejects it if that name is taken.
@@ -55,7 +56,7 @@ from .layout import (
     plain_name,
     printable,
 )
-from .recovery import Recovery, recover, sweep_tmp, tmp_twin
+from .recovery import Recovery, drop_twins, recover, sweep_tmp, tmp_twin
 from .spool import Entry, Spool
 
 log = logging.getLogger("spoolq.fsck")
@@ -295,8 +296,15 @@ def _repair(spool: Spool, findings: list[Finding], now: datetime, tmp_max_age: f
     """Fix in an order where each step sees the previous one's result: tmp, then the
     files that are not jobs or not where their name says, then recovery, then duplicates."""
     done: dict[tuple[str, str], str] = {}
+    # First one name for a job a power loss left half moved (recovery.drop_twins): its names
+    # were found as hard links, but they are the spool's own, not foreign.
+    twins = set(drop_twins(spool))
     for f in findings:
-        if f.kind == STALE_TMP:
+        if f.path in twins:
+            done[f.kind, f.path] = "removed: the old name of a job a power loss left half moved"
+        elif f.kind == FOREIGN and f.detail.startswith("a hard link") and _one_link(spool, f.path):
+            done[f.kind, f.path] = "kept: its other name was the old name of a half-done move"
+        elif f.kind == STALE_TMP:
             done[f.kind, f.path] = _repair_tmp(spool, f, now, tmp_max_age).action
         elif f.kind in (FOREIGN, UNPARSEABLE) and not f.path.startswith(TMP + "/"):
             done[f.kind, f.path] = _reject(spool, f, f"{f.path}: {f.detail}", now)
@@ -312,6 +320,13 @@ def _repair(spool: Spool, findings: list[Finding], now: datetime, tmp_max_age: f
     # Duplicates that only showed once the rest was fixed (a misnamed copy of a live id).
     out += [Finding(k, p, "found during the repair", a) for (k, p), a in done.items() if (k, p) not in seen and a]
     return out
+
+
+def _one_link(spool: Spool, rel: str) -> bool:
+    try:
+        return spool.lstat(*_split(rel)).st_nlink == 1
+    except SpoolError:
+        return False
 
 
 def _repair_tmp(spool: Spool, f: Finding, now: datetime, tmp_max_age: float) -> Finding:
