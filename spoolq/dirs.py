@@ -229,7 +229,8 @@ class Dirs:
             where, dir_fd = self.at(state, name)
             return os.open(where, flags, mode, dir_fd=dir_fd)
 
-        return self.twice((state,), op)  # type: ignore[no-any-return]
+        fd: int = self.twice((state,), op)
+        return fd
 
     def listing(self, state: str) -> Any:
         """A ``scandir`` iterator over a state directory; FileNotFoundError if it is missing

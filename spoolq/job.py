@@ -231,7 +231,7 @@ class Job:
             task=task,
             args=args,
             kwargs=kwargs,
-            enqueued_at=_ts_field(d, "enqueued_at", required=True),
+            enqueued_at=_required_ts(d, "enqueued_at"),
             eta=_ts_field(d, "eta"),
             retries=retries,
             max_retries=max_retries,
@@ -325,6 +325,12 @@ def _field(d: dict, key: str, types: type | tuple[type, ...], *, required: bool 
     if isinstance(value, bool) or not isinstance(value, types):
         names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
         raise JobFormatError(f"field {key!r} must be {names}, not {_json_type(value)}", field=key)
+    return value
+
+
+def _required_ts(d: dict, key: str) -> datetime:
+    value = _ts_field(d, key, required=True)
+    assert value is not None  # _ts_field raises for a missing required field
     return value
 
 

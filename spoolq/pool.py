@@ -320,7 +320,7 @@ class Pool:
     def kill_running(self) -> list[tuple[Job, str]]:
         """Kill the children that run a job (shutdown after the timeout); returns their jobs
         with their ``ready/`` names, which the caller puts back without charging an attempt."""
-        jobs = []
+        jobs: list[tuple[Job, str]] = []
         for s in self.slots:
             if s.busy:
                 kill_group(s.process.pid)

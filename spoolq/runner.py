@@ -66,12 +66,12 @@ def run_job(registry: Registry, msg: JobMessage) -> Answer:
             raise TypeError(f"the task's return value is not JSON-serializable: {exc}") from None
         return Answer(Kind.SUCCESS, result=result, duration_s=time.perf_counter() - started)
     except Retry as retry:
-        exc = retry.exc
+        cause = retry.exc
         return Answer(
             Kind.RETRY,
-            exc_type=type(exc).__name__ if exc is not None else "Retry",
-            message=str(exc) if exc is not None else str(retry),
-            traceback=_format(exc) if exc is not None else "",
+            exc_type=type(cause).__name__ if cause is not None else "Retry",
+            message=str(cause) if cause is not None else str(retry),
+            traceback=_format(cause) if cause is not None else "",
             countdown=retry.countdown,
             eta=retry.eta,
             new_args=retry.new_args,

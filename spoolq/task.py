@@ -124,7 +124,7 @@ class Task:
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
         self.priority = priority
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
         return f"<spoolq.Task {self.name}>"

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import os
 import sys
+from typing import Any
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -105,7 +106,7 @@ class NewWatcher:
         self.directory = directory
         self.handler = _Handler(waker)
         self.use_inotify = use_inotify
-        self.observer: Observer | None = None
+        self.observer: Any = None  # a watchdog Observer (its class is chosen at import: not a type)
         self._fd: int | None = None
 
     def start(self) -> bool:
