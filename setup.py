@@ -14,7 +14,17 @@ setup(
     python_requires=">=3.10",
     install_requires=["watchdog>=3", "filelock>=3.12", "click>=8.1"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1", "supervisor>=4.2", "ruff>=0.5", "mfusepy>=3.0"],
+        # ruff, mypy and import-linter are run by tests/test_shape.py: the shape is tested too.
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6.80",
+            "pytest-timeout>=2.1",
+            "supervisor>=4.2",
+            "mfusepy>=3.0",
+            "ruff>=0.5",
+            "mypy>=1.10",
+            "import-linter>=2.0",
+        ],
         # Same pins as bench/requirements-bench.txt: the peers' numbers are for these versions.
         "bench": ["huey==3.5.4", "celery[redis]==5.7.0", "redis==8.1.0", "rq==2.12.0", "dramatiq[redis]==2.2.1"],
     },

@@ -80,9 +80,15 @@ def bulk(root: Path, n: int, fsync: bool) -> None:
     App(root, fsync=fsync).send_many([("NAME.echofunction", PAYLOAD, None)] * n)
 
 
-def measure(base: Path, name: str, fn: Callable[[Path, int, bool], None], n: int, fsync: bool,
-            quiet_us: float = QUIET_CREATE_US, quiet_max_s: float = QUIET_MAX_WAIT_S
-            ) -> tuple[float, dict[str, Any]]:
+def measure(
+    base: Path,
+    name: str,
+    fn: Callable[[Path, int, bool], None],
+    n: int,
+    fsync: bool,
+    quiet_us: float = QUIET_CREATE_US,
+    quiet_max_s: float = QUIET_MAX_WAIT_S,
+) -> tuple[float, dict[str, Any]]:
     """Seconds to run ``fn`` once on a fresh directory in ``base``, and the quiet-disk wait.
 
     Waits for a quiet disk first (``wait_disk_quiet``, probing next to the spool), checks
@@ -136,8 +142,10 @@ def main() -> None:
         bare = best[CASES[0][0], fsync]
         for label, _ in CASES:
             seconds = best[label, fsync]
-            print(f"{label:<26} {'on' if fsync else 'off':<5} {seconds:>8.3f} {args.n / seconds:>9.0f} "
-                  f"{bare / seconds:>9.2f}x")
+            print(
+                f"{label:<26} {'on' if fsync else 'off':<5} {seconds:>8.3f} {args.n / seconds:>9.0f} "
+                f"{bare / seconds:>9.2f}x"
+            )
 
 
 def _interrupt(signum: int, frame: object) -> None:

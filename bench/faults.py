@@ -70,8 +70,13 @@ class Scenarios:
         with self.rig.small_ext4(tmp / "disk") as disk:
             assert not isinstance(disk, str), disk
             spool = disk / "spool"
-            subprocess.run(self.tt.worker_argv(spool, "--burst"), env=self.tt.child_env(), cwd=self.tt.TESTS_DIR,
-                           capture_output=True, timeout=60)  # fmt: skip
+            subprocess.run(
+                self.tt.worker_argv(spool, "--burst"),
+                env=self.tt.child_env(),
+                cwd=self.tt.TESTS_DIR,
+                capture_output=True,
+                timeout=60,
+            )
             self.enqueue(spool, [f"m{i:04d}-{'x' * 40}" for i in range(300)], countdown=3600)
             for _ in range(3):
                 self.rig.fill(disk / "ballast")

@@ -59,8 +59,22 @@ SPOOLQ = PeerBench(
     workers="spoolq worker -c 2 (supervisor + 2 worker processes)",
     durability="durable (fsync = true, the default): per enqueue write + fsync + rename (no-replace) into new/"
     " + directory fsync; the supervisor's moves are renames, their directory fsyncs batched (Spool.barrier)",
-    worker_argvs=((PY, "-m", "spoolq", "--spool", "store/spool", "worker", "-c", "2",
-                   "-I", "bench.spoolq_tasks", "--loglevel", "WARNING"),),
+    worker_argvs=(
+        (
+            PY,
+            "-m",
+            "spoolq",
+            "--spool",
+            "store/spool",
+            "worker",
+            "-c",
+            "2",
+            "-I",
+            "bench.spoolq_tasks",
+            "--loglevel",
+            "WARNING",
+        ),
+    ),
     has_bulk=True,
 )
 SPOOLQ_NOFSYNC = PeerBench(
@@ -113,8 +127,13 @@ ALL_WORKLOADS = (*WORKLOADS, "enqueue_nofsync", "bare_fs", "scale")
 
 def _timed(fn: Callable[[], dict[str, Any]], peer: str, workload: str) -> dict[str, Any]:
     """Run one spoolq-only measurement with the same envelope as ``run_peer``'s results."""
-    base = {"peer": peer, "workload": workload, "durability": "", "workers": "",
-            "loadavg_1m_before": round(os.getloadavg()[0], 2)}
+    base = {
+        "peer": peer,
+        "workload": workload,
+        "durability": "",
+        "workers": "",
+        "loadavg_1m_before": round(os.getloadavg()[0], 2),
+    }
     t0 = time.monotonic()
     try:
         out = {"status": "ok", **fn()}
@@ -129,10 +148,21 @@ def bare_fs_limit(scale: dict[str, Any]) -> dict[str, Any]:
     """``bench.enqueue.bare_fs`` with fsync, ``n_enqueue`` files, in the same temp dir as the
     workloads' (so after the same quiet-disk wait, and buried in the same graveyard)."""
     n = int(scale["n_enqueue"])
-    seconds, quiet = measure(Path(tempfile.gettempdir()), "bench-barefs", bare_fs, n, True,
-                             float(scale["quiet_create_us"]), float(scale["quiet_max_wait_s"]))
-    return {"jobs_per_s": n / seconds, "jobs": n,
-            "durability": "write + fsync file + rename + fsync dir, per job", **quiet}
+    seconds, quiet = measure(
+        Path(tempfile.gettempdir()),
+        "bench-barefs",
+        bare_fs,
+        n,
+        True,
+        float(scale["quiet_create_us"]),
+        float(scale["quiet_max_wait_s"]),
+    )
+    return {
+        "jobs_per_s": n / seconds,
+        "jobs": n,
+        "durability": "write + fsync file + rename + fsync dir, per job",
+        **quiet,
+    }
 
 
 def scale_drain(queued: int, scale: dict[str, Any]) -> dict[str, Any]:
@@ -153,12 +183,22 @@ def scale_drain(queued: int, scale: dict[str, Any]) -> dict[str, Any]:
             first, t_end = run.wait_done(k, deadline)
         except BenchTimeout as e:
             done = int(e.partial["done"])
-            e.partial = {"jobs_per_s": done / (time.time() - t_spawn), "jobs": done, "queued": queued,
-                         "peak_rss_mib": _hwm_kib(run.workers[0].pid) / 1024}
+            e.partial = {
+                "jobs_per_s": done / (time.time() - t_spawn),
+                "jobs": done,
+                "queued": queued,
+                "peak_rss_mib": _hwm_kib(run.workers[0].pid) / 1024,
+            }
             raise
         rss = _hwm_kib(run.workers[0].pid) / 1024
-        out = {"jobs_per_s": k / (t_end - t_spawn), "jobs": k, "queued": queued,
-               "startup_s": (first or t_end) - t_spawn, "peak_rss_mib": rss, "prefill_s": prefill_s}
+        out = {
+            "jobs_per_s": k / (t_end - t_spawn),
+            "jobs": k,
+            "queued": queued,
+            "startup_s": (first or t_end) - t_spawn,
+            "peak_rss_mib": rss,
+            "prefill_s": prefill_s,
+        }
         if first is not None and t_end > first:
             out["jobs_per_s_running"] = (k - 1) / (t_end - first)
         return out
@@ -172,9 +212,11 @@ def best_round(rs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(rs) == 1 or not ok:
         return rs[0]
     best = max(ok, key=lambda r: r["jobs_per_s"])
-    out = {**best, "rounds_jobs_per_s": [round(r.get("jobs_per_s", 0.0)) if r.get("status") == "ok" else r["status"]
-                                        for r in rs],
-           "rounds_loadavg_1m_before": [r.get("loadavg_1m_before") for r in rs]}
+    out = {
+        **best,
+        "rounds_jobs_per_s": [round(r.get("jobs_per_s", 0.0)) if r.get("status") == "ok" else r["status"] for r in rs],
+        "rounds_loadavg_1m_before": [r.get("loadavg_1m_before") for r in rs],
+    }
     if any("quiet_wait_s" in r for r in rs):
         out["rounds_quiet_wait_s"] = [round(r["quiet_wait_s"], 1) if "quiet_wait_s" in r else None for r in rs]
     return out
@@ -189,8 +231,10 @@ def run_spoolq(workload: str, scale: dict[str, Any]) -> list[dict[str, Any]]:
     if workload == "bare_fs":
         return [_timed(lambda: bare_fs_limit(scale), "bare-fs", "bare_fs")]
     if workload == "scale":
-        return [_timed(lambda: scale_drain(int(scale["n_scale_small"]), scale), "spoolq", "scale_small"),
-                _timed(lambda: scale_drain(int(scale["n_scale_big"]), scale), "spoolq", "scale_big")]
+        return [
+            _timed(lambda: scale_drain(int(scale["n_scale_small"]), scale), "spoolq", "scale_small"),
+            _timed(lambda: scale_drain(int(scale["n_scale_big"]), scale), "spoolq", "scale_big"),
+        ]
     raise KeyError(workload)
 
 
@@ -203,11 +247,13 @@ def _ok(r: dict[str, Any] | None, key: str) -> float | None:
     return float(r[key])
 
 
-def _best(results: list[dict[str, Any]], workload: str, key: str, low: bool
-          ) -> tuple[str, float] | None:
+def _best(results: list[dict[str, Any]], workload: str, key: str, low: bool) -> tuple[str, float] | None:
     """The best peer (not spoolq) for one number: highest, or lowest when ``low``."""
-    cands = [(r["peer"], float(r[key])) for r in results
-             if r["peer"] in PEERS and r["workload"] == workload and r.get("status") == "ok" and key in r]
+    cands = [
+        (r["peer"], float(r[key]))
+        for r in results
+        if r["peer"] in PEERS and r["workload"] == workload and r.get("status") == "ok" and key in r
+    ]
     if not cands:
         return None
     # lower is better = closest to zero: a job that ran 0.3 s early is not "best"
@@ -246,9 +292,17 @@ def rows(results: list[dict[str, Any]]) -> list[list[str]]:
     by = {(r["peer"], r["workload"]): r for r in results}
     out: list[list[str]] = []
 
-    def row(what: str, wl: str, key: str, unit: str, low: bool, target: str,
-            check: Callable[[float, tuple[str, float] | None], bool | None] | None,
-            peer: str = "spoolq", best_wl: str | None = None) -> None:
+    def row(
+        what: str,
+        wl: str,
+        key: str,
+        unit: str,
+        low: bool,
+        target: str,
+        check: Callable[[float, tuple[str, float] | None], bool | None] | None,
+        peer: str = "spoolq",
+        best_wl: str | None = None,
+    ) -> None:
         r = by.get((peer, wl))
         v = _ok(r, key)
         best = _best(results, best_wl or wl, key, low)
@@ -264,47 +318,102 @@ def rows(results: list[dict[str, Any]]) -> list[list[str]]:
     sqlite1 = _ok(by.get(("huey-sqlite", "enqueue_1")), "jobs_per_s")
     file1 = _ok(by.get(("huey-file", "enqueue_1")), "jobs_per_s")
     e1 = _ok(by.get(("spoolq", "enqueue_1")), "jobs_per_s")
-    row("enqueue, 1 producer, 1 job/call, fsync on", "enqueue_1", "jobs_per_s", "/s", False,
+    row(
+        "enqueue, 1 producer, 1 job/call, fsync on",
+        "enqueue_1",
+        "jobs_per_s",
+        "/s",
+        False,
         f"≥ 90 % of bare fs ({_num(bare, '/s')})" + (f": {100 * e1 / bare:.0f} %" if e1 and bare else ""),
-        lambda v, b: None if bare is None else v >= 0.9 * bare)
+        lambda v, b: None if bare is None else v >= 0.9 * bare,
+    )
     row("enqueue, 4 producers, 1 job/call, fsync on", "enqueue_4", "jobs_per_s", "/s", False, "—", None)
-    row("bulk enqueue, 1 producer (send_many)", "enqueue_bulk", "jobs_per_s", "/s", False,
+    row(
+        "bulk enqueue, 1 producer (send_many)",
+        "enqueue_bulk",
+        "jobs_per_s",
+        "/s",
+        False,
         f"≥ 5 × huey-sqlite 1 job/call ({_num(sqlite1, '/s')}; no bulk API)"
-        + (f": {_ok(by.get(('spoolq', 'enqueue_bulk')), 'jobs_per_s') / sqlite1:.1f} ×"
-           if sqlite1 and _ok(by.get(("spoolq", "enqueue_bulk")), "jobs_per_s") else ""),
-        lambda v, b: None if sqlite1 is None else v >= 5 * sqlite1)
+        + (
+            f": {_ok(by.get(('spoolq', 'enqueue_bulk')), 'jobs_per_s') / sqlite1:.1f} ×"
+            if sqlite1 and _ok(by.get(("spoolq", "enqueue_bulk")), "jobs_per_s")
+            else ""
+        ),
+        lambda v, b: None if sqlite1 is None else v >= 5 * sqlite1,
+    )
     nf = _ok(by.get(("spoolq-nofsync", "enqueue_nofsync")), "jobs_per_s")
-    row("enqueue, 1 producer, 1 job/call, fsync off", "enqueue_nofsync", "jobs_per_s", "/s", False,
+    row(
+        "enqueue, 1 producer, 1 job/call, fsync off",
+        "enqueue_nofsync",
+        "jobs_per_s",
+        "/s",
+        False,
         f"≥ 1.5 × huey-file ({_num(file1, '/s')})" + (f": {nf / file1:.2f} ×" if nf and file1 else ""),
-        lambda v, b: None if file1 is None else v >= 1.5 * file1, peer="spoolq-nofsync", best_wl="enqueue_1")
-    row("bare fs limit (no spoolq): write+fsync+rename+dir fsync", "bare_fs", "jobs_per_s", "/s", False,
-        "reference", None, peer="bare-fs")
+        lambda v, b: None if file1 is None else v >= 1.5 * file1,
+        peer="spoolq-nofsync",
+        best_wl="enqueue_1",
+    )
+    row(
+        "bare fs limit (no spoolq): write+fsync+rename+dir fsync",
+        "bare_fs",
+        "jobs_per_s",
+        "/s",
+        False,
+        "reference",
+        None,
+        peer="bare-fs",
+    )
     nd = (by.get(("spoolq", "drain")) or {}).get("jobs", "N")
-    row(f"drain {nd:,} no-op jobs, 2 workers, fsync on, from spawn" if isinstance(nd, int) else
-        "drain N no-op jobs, 2 workers, fsync on, from spawn", "drain", "jobs_per_s", "/s", False,
-        "≥ 1.5 × best peer", lambda v, b: None if b is None else v >= 1.5 * b[1])
-    row("enqueue→start latency p50, idle worker", "latency", "p50_ms", "ms", True, "≤ 1 ms",
-        lambda v, b: v <= 1.0)
-    row("enqueue→start latency p99, idle worker", "latency", "p99_ms", "ms", True, "≤ 5 ms",
-        lambda v, b: v <= 5.0)
-    row("delayed: lateness p50 (100 soon among far-future)", "delayed", "lateness_p50_ms", "ms", True,
-        "—", None)
+    row(
+        f"drain {nd:,} no-op jobs, 2 workers, fsync on, from spawn"
+        if isinstance(nd, int)
+        else "drain N no-op jobs, 2 workers, fsync on, from spawn",
+        "drain",
+        "jobs_per_s",
+        "/s",
+        False,
+        "≥ 1.5 × best peer",
+        lambda v, b: None if b is None else v >= 1.5 * b[1],
+    )
+    row("enqueue→start latency p50, idle worker", "latency", "p50_ms", "ms", True, "≤ 1 ms", lambda v, b: v <= 1.0)
+    row("enqueue→start latency p99, idle worker", "latency", "p99_ms", "ms", True, "≤ 5 ms", lambda v, b: v <= 5.0)
+    row("delayed: lateness p50 (100 soon among far-future)", "delayed", "lateness_p50_ms", "ms", True, "—", None)
     row("delayed: lateness p99", "delayed", "lateness_p99_ms", "ms", True, "≤ 20 ms", lambda v, b: v <= 20.0)
-    row("delayed: idle CPU, supervisor + children", "delayed", "idle_cpu_pct", "%", True, "< 0.5 %",
-        lambda v, b: v < 0.5)
+    row(
+        "delayed: idle CPU, supervisor + children",
+        "delayed",
+        "idle_cpu_pct",
+        "%",
+        True,
+        "< 0.5 %",
+        lambda v, b: v < 0.5,
+    )
     small, big = by.get(("spoolq", "scale_small")), by.get(("spoolq", "scale_big"))
     # A timed-out big queue still reports the partial rate and RSS it reached: that is the finding.
     vs, vb = _ok(small, "jobs_per_s"), (big or {}).get("jobs_per_s")
     ns, nb = (f"{int(r['queued']):,}" if r and "queued" in r else "?" for r in (small, big))
-    out.append([f"scale: drain rate with {nb} queued vs {ns}",
-                f"{_num(vb, '/s')}{' (timeout: partial)' if big and big.get('status') != 'ok' else ''}"
-                f" vs {_num(vs, '/s')}", "—",
-                f"{vb / vs:.2f}" if vb and vs else "—", "≥ 0.80 (big / small)",
-                ("PASS" if vb / vs >= 0.8 else "MISS") if vb and vs else ("MISS" if small or big else "—")])
+    out.append(
+        [
+            f"scale: drain rate with {nb} queued vs {ns}",
+            f"{_num(vb, '/s')}{' (timeout: partial)' if big and big.get('status') != 'ok' else ''} vs {_num(vs, '/s')}",
+            "—",
+            f"{vb / vs:.2f}" if vb and vs else "—",
+            "≥ 0.80 (big / small)",
+            ("PASS" if vb / vs >= 0.8 else "MISS") if vb and vs else ("MISS" if small or big else "—"),
+        ]
+    )
     rs, rb = _ok(small, "peak_rss_mib"), (big or {}).get("peak_rss_mib")
-    out.append([f"scale: supervisor peak RSS with {nb} queued",
-                f"{_num(rb, 'MiB')} ({_num(rs, 'MiB')} with {ns})", "—", "—", "< 150 MB",
-                ("PASS" if rb * 1024 * 1024 < 150e6 else "MISS") if rb else ("MISS" if big else "—")])
+    out.append(
+        [
+            f"scale: supervisor peak RSS with {nb} queued",
+            f"{_num(rb, 'MiB')} ({_num(rs, 'MiB')} with {ns})",
+            "—",
+            "—",
+            "< 150 MB",
+            ("PASS" if rb * 1024 * 1024 < 150e6 else "MISS") if rb else ("MISS" if big else "—"),
+        ]
+    )
     return out
 
 
@@ -319,10 +428,10 @@ def notes(results: list[dict[str, Any]]) -> str:
     skip = {"peer", "workload", "durability", "workers", "status", "traceback", "loadavg_1m_before", "stamps"}
     lines = []
     for r in results:
-        extra = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in r.items() if k not in skip)
-        lines.append(f"- {r['peer']} / {r['workload']}: {r['status']}, load {r.get('loadavg_1m_before', '?')}"
-                     f" before; {extra}")
+        extra = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k not in skip)
+        lines.append(
+            f"- {r['peer']} / {r['workload']}: {r['status']}, load {r.get('loadavg_1m_before', '?')} before; {extra}"
+        )
     return "\n".join(lines)
 
 
@@ -356,8 +465,9 @@ def _version(pkg: str) -> str:
 
 def _git_head() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
 
@@ -376,8 +486,9 @@ def machine() -> list[str]:
     pkgs = ", ".join(f"{p} {_version(p)}" for p in ("spoolq", "huey", "celery", "kombu", "rq", "dramatiq", "redis"))
     redis_server = "?"
     try:
-        redis_server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
-                                      check=False).stdout.split()[2]
+        redis_server = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, check=False
+        ).stdout.split()[2]
     except (OSError, IndexError):
         pass
     return [
@@ -391,66 +502,76 @@ def machine() -> list[str]:
 
 
 def durability_lines(participants: list[str]) -> list[str]:
-    out = [f"- spoolq: {SPOOLQ.durability}; {SPOOLQ.workers}",
-           f"- spoolq-nofsync (enqueue fsync-off row only): {SPOOLQ_NOFSYNC.durability}"]
+    out = [
+        f"- spoolq: {SPOOLQ.durability}; {SPOOLQ.workers}",
+        f"- spoolq-nofsync (enqueue fsync-off row only): {SPOOLQ_NOFSYNC.durability}",
+    ]
     for name in participants:
         p = PEERS[name]
         out.append(f"- {name}: {p.durability}; {p.workers}" if not p.skip else f"- {name}: {p.skip}")
     return out
 
 
-def report(results: list[dict[str, Any]], argv: list[str], scale_name: str, seconds: float,
-           participants: list[str], load_end: tuple[float, float, float]) -> str:
+def report(
+    results: list[dict[str, Any]],
+    argv: list[str],
+    scale_name: str,
+    seconds: float,
+    participants: list[str],
+    load_end: tuple[float, float, float],
+) -> str:
     cmd = "python -m bench" + (" " + shlex.join(argv) if argv else "")
-    return "\n".join([
-        "# spoolq vs peers — latest run",
-        "",
-        f"Command (repo root, after `pip install -e '.[bench]'`): `{cmd}`  ",
-        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {len(results)} measurements in"
-        f" {seconds / 60:.1f} min; scale: {scale_name}; load average at the end"
-        f" {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} on {os.cpu_count()} CPUs.",
-        "",
-        table(results),
-        "",
-        "Ratio = spoolq / best peer (for ms and % lower is better, so < 1 is spoolq ahead). Best peer ="
-        " the best *ok* peer result (timeouts and skips excluded). Durability on unless the row says"
-        " otherwise; most peers are not durable as configured (see below).",
-        "",
-        "## Machine",
-        "",
-        *machine(),
-        "",
-        "## Durability and workers as measured",
-        "",
-        *durability_lines(participants),
-        "",
-        "## Method",
-        "",
-        "- Shared workloads (enqueue_1/4/bulk, drain, latency, delayed): `bench.peers._workloads` for"
-        " every participant, spoolq included (`bench/spoolq_tasks.py`); see `bench/peers/README.md`.",
-        "- Delayed: spoolq waits with `n_delayed_far` far-future jobs queued, each peer with"
-        " `n_delayed_far_peers` (see the per-measurement lines: `far_jobs`).",
-        "- Bare fs: `bench.enqueue.bare_fs`, one process, fsync on, same file system, right after"
-        " spoolq's enqueue_1.",
-        "- Enqueue rows (every participant, bare fs too): `enqueue_rounds` rounds, interleaved, the"
-        " best kept (`rounds_jobs_per_s` lists each round).",
-        "- Nothing is deleted during the run: each measurement's temp dir is renamed into a graveyard"
-        " deleted once at the end, and every measurement that times file creation (enqueue rows, bare"
-        " fs, latency) first waits until creating 20 empty files costs < `quiet_create_us` µs (median;"
-        " at most `quiet_max_wait_s`; `quiet_wait_s` and `quiet_create_us` in the lines below): on this"
-        " disk (ext4, `discard`, no journal) file creation stays slow (~20 µs -> ~1 ms) for tens of"
-        " seconds after thousands of files are deleted, which used to charge one participant's"
-        " clean-up to whoever was measured next.",
-        "- Scale: N no-op jobs prefilled into new/ (send_many, fsync off, not timed), then"
-        " `spoolq worker -c 2` timed from spawn to the `n_scale_measure`-th completion (all of the"
-        " small queue, the first part of the big one; fsync on for the worker's moves); RSS = the"
-        " supervisor's VmHWM at that moment.",
-        "",
-        "## Every measurement (with the 1-minute load average just before it)",
-        "",
-        notes(results),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# spoolq vs peers — latest run",
+            "",
+            f"Command (repo root, after `pip install -e '.[bench]'`): `{cmd}`  ",
+            f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {len(results)} measurements in"
+            f" {seconds / 60:.1f} min; scale: {scale_name}; load average at the end"
+            f" {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} on {os.cpu_count()} CPUs.",
+            "",
+            table(results),
+            "",
+            "Ratio = spoolq / best peer (for ms and % lower is better, so < 1 is spoolq ahead). Best peer ="
+            " the best *ok* peer result (timeouts and skips excluded). Durability on unless the row says"
+            " otherwise; most peers are not durable as configured (see below).",
+            "",
+            "## Machine",
+            "",
+            *machine(),
+            "",
+            "## Durability and workers as measured",
+            "",
+            *durability_lines(participants),
+            "",
+            "## Method",
+            "",
+            "- Shared workloads (enqueue_1/4/bulk, drain, latency, delayed): `bench.peers._workloads` for"
+            " every participant, spoolq included (`bench/spoolq_tasks.py`); see `bench/peers/README.md`.",
+            "- Delayed: spoolq waits with `n_delayed_far` far-future jobs queued, each peer with"
+            " `n_delayed_far_peers` (see the per-measurement lines: `far_jobs`).",
+            "- Bare fs: `bench.enqueue.bare_fs`, one process, fsync on, same file system, right after"
+            " spoolq's enqueue_1.",
+            "- Enqueue rows (every participant, bare fs too): `enqueue_rounds` rounds, interleaved, the"
+            " best kept (`rounds_jobs_per_s` lists each round).",
+            "- Nothing is deleted during the run: each measurement's temp dir is renamed into a graveyard"
+            " deleted once at the end, and every measurement that times file creation (enqueue rows, bare"
+            " fs, latency) first waits until creating 20 empty files costs < `quiet_create_us` µs (median;"
+            " at most `quiet_max_wait_s`; `quiet_wait_s` and `quiet_create_us` in the lines below): on this"
+            " disk (ext4, `discard`, no journal) file creation stays slow (~20 µs -> ~1 ms) for tens of"
+            " seconds after thousands of files are deleted, which used to charge one participant's"
+            " clean-up to whoever was measured next.",
+            "- Scale: N no-op jobs prefilled into new/ (send_many, fsync off, not timed), then"
+            " `spoolq worker -c 2` timed from spawn to the `n_scale_measure`-th completion (all of the"
+            " small queue, the first part of the big one; fsync on for the worker's moves); RSS = the"
+            " supervisor's VmHWM at that moment.",
+            "",
+            "## Every measurement (with the 1-minute load average just before it)",
+            "",
+            notes(results),
+            "",
+        ]
+    )
 
 
 # -- main -----------------------------------------------------------------------------
@@ -465,16 +586,20 @@ def _line(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     ap.add_argument("--only", choices=["spoolq"], help="skip the peers")
     ap.add_argument("--peer", action="append", choices=list(PEERS), help="only these peers (repeatable)")
     ap.add_argument("--workload", action="append", choices=list(ALL_WORKLOADS), help="repeatable")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scale value")
     ap.add_argument("--json", metavar="FILE", help="also write every raw result as JSON")
-    ap.add_argument("--results", metavar="FILE", help="where to write the Markdown report"
-                    " [bench/RESULTS.md for a full default run, else nowhere]")
+    ap.add_argument(
+        "--results",
+        metavar="FILE",
+        help="where to write the Markdown report [bench/RESULTS.md for a full default run, else nowhere]",
+    )
     args = ap.parse_args(argv)
 
     global _START_HEAD
@@ -516,13 +641,18 @@ def main(argv: list[str] | None = None) -> int:
                 add([best_round(rs) for rs in collected.values()])
         seconds = time.monotonic() - t0
         print(table(results))
-        print(f"\n{len(results)} measurements in {seconds:.0f} s; load average now "
-              + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)")
-        target = args.results or (str(RESULTS_MD) if not (args.quick or args.only or args.workload or args.peer)
-                                  else None)
+        print(
+            f"\n{len(results)} measurements in {seconds:.0f} s; load average now "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
+            + f" ({os.cpu_count()} CPUs)"
+        )
+        target = args.results or (
+            str(RESULTS_MD) if not (args.quick or args.only or args.workload or args.peer) else None
+        )
         if target:
-            Path(target).write_text(report(results, argv, "quick" if args.quick else "default", seconds, peers,
-                                           os.getloadavg()))
+            Path(target).write_text(
+                report(results, argv, "quick" if args.quick else "default", seconds, peers, os.getloadavg())
+            )
             print(f"wrote {target}")
     finally:
         # every measurement's temp dir, buried as it ended: deleted now, once, with nothing left to measure

@@ -59,8 +59,21 @@ def _env() -> dict[str, str]:
 
 
 def _worker(spool: Path, *args: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "-c", "2", "-I", "worker",
-           "--loglevel", "WARNING", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "spoolq",
+        "--spool",
+        str(spool),
+        "worker",
+        "-c",
+        "2",
+        "-I",
+        "worker",
+        "--loglevel",
+        "WARNING",
+        *args,
+    ]
     with open(log, "wb") as f:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, env=_env(), cwd=spool.parent)
 
@@ -122,9 +135,15 @@ def bench_drain(root: Path, jobs: int) -> dict:
     left = sum(len(os.listdir(spool / s)) for s in ("new", "ready", "active", "delayed", "failed"))
     if proc.returncode != 0 or left:
         raise SystemExit(f"bench: drain failed (status {proc.returncode}, {left} left); see {root / 'drain.log'}")
-    return {"jobs": jobs, "enqueue_s": enqueue_s, "wall_s": wall, "startup_s": startup,
-            "jobs_per_s": jobs / wall, "jobs_per_s_steady": jobs / max(1e-9, wall - startup),
-            "peak_rss_kib": hwm}  # fmt: skip
+    return {
+        "jobs": jobs,
+        "enqueue_s": enqueue_s,
+        "wall_s": wall,
+        "startup_s": startup,
+        "jobs_per_s": jobs / wall,
+        "jobs_per_s_steady": jobs / max(1e-9, wall - startup),
+        "peak_rss_kib": hwm,
+    }
 
 
 def bench_latency(root: Path, probes: int) -> dict:
@@ -147,8 +166,15 @@ def bench_latency(root: Path, probes: int) -> dict:
     rows = [ln.split() for ln in notes.read_text().splitlines()]
     lat = sorted((float(s) - float(e)) * 1000 for _, e, s in rows)
     acked = sorted((float(s) - returned[int(n)]) * 1000 for n, _, s in rows)
-    return {"probes": probes, "p50_ms": statistics.median(lat), "p99_ms": _p99(lat), "max_ms": lat[-1],
-            "ack_p50_ms": statistics.median(acked), "ack_p99_ms": _p99(acked), "peak_rss_kib": hwm}  # fmt: skip
+    return {
+        "probes": probes,
+        "p50_ms": statistics.median(lat),
+        "p99_ms": _p99(lat),
+        "max_ms": lat[-1],
+        "ack_p50_ms": statistics.median(acked),
+        "ack_p99_ms": _p99(acked),
+        "peak_rss_kib": hwm,
+    }
 
 
 def _p99(values: list[float]) -> float:
@@ -173,8 +199,14 @@ def bench_idle(root: Path, delayed: int, window_s: float) -> dict:
         hwm, rss = _hwm_kib(proc.pid), _hwm_kib(proc.pid, "VmRSS")
     finally:
         _stop(proc)
-    return {"rss_kib": rss, "delayed": delayed, "ingest_s": ingest_s, "window_s": t1 - t0,
-            "cpu_percent": 100 * (c1 - c0) / (t1 - t0), "peak_rss_kib": hwm}  # fmt: skip
+    return {
+        "rss_kib": rss,
+        "delayed": delayed,
+        "ingest_s": ingest_s,
+        "window_s": t1 - t0,
+        "cpu_percent": 100 * (c1 - c0) / (t1 - t0),
+        "peak_rss_kib": hwm,
+    }
 
 
 def main() -> None:
@@ -193,26 +225,41 @@ def main() -> None:
     delayed = a.delayed or (10000 if q else 100000)
     window = a.window or (3.0 if q else 10.0)
     root = Path(tempfile.mkdtemp(prefix="spoolq-bench-"))
-    print(f"spoolq {spoolq.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{platform.system()} {platform.release()}; spools in {root}", flush=True)  # fmt: skip
+    print(
+        f"spoolq {spoolq.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{platform.system()} {platform.release()}; spools in {root}",
+        flush=True,
+    )
     results = {"drain": bench_drain(root, jobs)}
     d = results["drain"]
-    print(f"drain     {d['jobs']} no-op jobs, -c 2, fsync on: {d['jobs_per_s']:.0f} jobs/s "
-          f"({d['wall_s']:.2f} s incl. {d['startup_s']:.2f} s start+exit of an empty burst; "
-          f"{d['jobs_per_s_steady']:.0f} jobs/s without it); enqueue took {d['enqueue_s']:.2f} s", flush=True)
+    print(
+        f"drain     {d['jobs']} no-op jobs, -c 2, fsync on: {d['jobs_per_s']:.0f} jobs/s "
+        f"({d['wall_s']:.2f} s incl. {d['startup_s']:.2f} s start+exit of an empty burst; "
+        f"{d['jobs_per_s_steady']:.0f} jobs/s without it); enqueue took {d['enqueue_s']:.2f} s",
+        flush=True,
+    )
     results["latency"] = bench_latency(root, probes)
     lt = results["latency"]
-    print(f"latency   enqueue -> start, idle worker, {lt['probes']} jobs one at a time: "
-          f"p50 {lt['p50_ms']:.2f} ms, p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.2f} ms; "
-          f"from send_task's return (the durable enqueue): p50 {lt['ack_p50_ms']:.2f} ms, "
-          f"p99 {lt['ack_p99_ms']:.2f} ms", flush=True)
+    print(
+        f"latency   enqueue -> start, idle worker, {lt['probes']} jobs one at a time: "
+        f"p50 {lt['p50_ms']:.2f} ms, p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.2f} ms; "
+        f"from send_task's return (the durable enqueue): p50 {lt['ack_p50_ms']:.2f} ms, "
+        f"p99 {lt['ack_p99_ms']:.2f} ms",
+        flush=True,
+    )
     results["idle"] = bench_idle(root, delayed, window)
     i = results["idle"]
-    print(f"idle      {i['delayed']} delayed jobs: supervisor CPU {i['cpu_percent']:.2f} % over {i['window_s']:.1f} s "
-          f"(taking them in took {i['ingest_s']:.1f} s)", flush=True)  # fmt: skip
-    print(f"memory    supervisor peak RSS (VmHWM): drain {d['peak_rss_kib'] / 1024:.1f} MiB, "
-          f"latency {lt['peak_rss_kib'] / 1024:.1f} MiB, idle with {i['delayed']} delayed "
-          f"{i['peak_rss_kib'] / 1024:.1f} MiB (VmRSS once settled {i['rss_kib'] / 1024:.1f} MiB)", flush=True)
+    print(
+        f"idle      {i['delayed']} delayed jobs: supervisor CPU {i['cpu_percent']:.2f} % over {i['window_s']:.1f} s "
+        f"(taking them in took {i['ingest_s']:.1f} s)",
+        flush=True,
+    )
+    print(
+        f"memory    supervisor peak RSS (VmHWM): drain {d['peak_rss_kib'] / 1024:.1f} MiB, "
+        f"latency {lt['peak_rss_kib'] / 1024:.1f} MiB, idle with {i['delayed']} delayed "
+        f"{i['peak_rss_kib'] / 1024:.1f} MiB (VmRSS once settled {i['rss_kib'] / 1024:.1f} MiB)",
+        flush=True,
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     if not a.keep:

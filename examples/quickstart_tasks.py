@@ -27,8 +27,14 @@ def flaky(self, name, bad_attempts):
     return f"{name}: ok after {self.request.retries} retries"
 
 
-@spoolq.task(name="quickstart.unreliable", bind=True, autoretry_for=(TimeoutError,), retry_backoff=0.25,
-             retry_jitter=True, max_retries=5)  # fmt: skip
+@spoolq.task(
+    name="quickstart.unreliable",
+    bind=True,
+    autoretry_for=(TimeoutError,),
+    retry_backoff=0.25,
+    retry_jitter=True,
+    max_retries=5,
+)
 def unreliable(self, n):
     """Time out on the first two runs; ``autoretry_for`` retries with exponential backoff and jitter."""
     if self.request.retries < 2:

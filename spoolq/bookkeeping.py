@@ -77,6 +77,20 @@ class Bookkeeper:
         self.counts[key] += 1
         self.emit(event, job, detail)
 
+    def flush(self) -> None:
+        """Make the moves made since the last flush durable (:meth:`Spool.barrier`), under
+        the I/O-failure policy's ``FLUSH`` step."""
+        mono = self.clock.mono()
+        if not self.faults.ready(FLUSH, mono):
+            return
+        try:
+            self.spool.barrier()
+        except SpoolError as exc:
+            self.faults.failed(FLUSH, f"cannot flush spool directories: {exc}", mono)
+        else:
+            if self.faults:
+                self.faults.ok(FLUSH, mono)
+
     # -- setting aside -------------------------------------------------------------------
 
     def reject(self, state: str, name: str, reason: str, now: datetime) -> bool:
@@ -111,8 +125,9 @@ class Bookkeeper:
         try:
             self.spool.fail(state, name, failed, now)
         except SpoolError as exc:
-            self.faults.failed(TO_FAILED, f"{job.id} {job.task}: cannot record it as failed ({exc}); it stays in "
-                               f"{state}/", mono)  # fmt: skip
+            self.faults.failed(
+                TO_FAILED, f"{job.id} {job.task}: cannot record it as failed ({exc}); it stays in {state}/", mono
+            )
             return False
         if self.faults:
             self.faults.ok(TO_FAILED, mono)

@@ -88,8 +88,10 @@ class Dirs:
         if st.st_uid != os.geteuid():
             raise SpoolError(f"spool directory {d} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
         if st.st_mode & 0o022 and not (self.dir_mode & 0o022):
-            raise SpoolError(f"spool directory {d} is writable by group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {d}")  # fmt: skip
+            raise SpoolError(
+                f"spool directory {d} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {d}"
+            )
 
     def exists(self) -> bool:
         """Whether the spool's layout is there (read-only commands must not create it)."""
@@ -173,8 +175,9 @@ class Dirs:
             raise SpoolGone(f"spool {self.path} was removed") from None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise SpoolError(f"spool directory {self.path / state} is not a directory (a symlink is not "
-                                 "followed)") from None  # fmt: skip
+                raise SpoolError(
+                    f"spool directory {self.path / state} is not a directory (a symlink is not followed)"
+                ) from None
             raise os_error(exc, f"cannot open {self.path / state}") from None
         st = os.fstat(fd)
         try:

@@ -37,9 +37,19 @@ class Dispatcher:
         time_limit, soft_time_limit: the worker's limits, for tasks that set none.
     """
 
-    def __init__(self, spool: Spool, index: Index, books: Bookkeeper, faults: Faults, clock: Clock, pool: Pool,
-                 task_of: Callable[[str], Task | None], *, time_limit: float | None,
-                 soft_time_limit: float | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spool: Spool,
+        index: Index,
+        books: Bookkeeper,
+        faults: Faults,
+        clock: Clock,
+        pool: Pool,
+        task_of: Callable[[str], Task | None],
+        *,
+        time_limit: float | None,
+        soft_time_limit: float | None,
+    ) -> None:
         self.spool = spool
         self.index = index
         self.books = books

@@ -44,8 +44,14 @@ class Faults:
         summary_s: seconds between summary lines of a streak that goes on.
     """
 
-    def __init__(self, log: logging.Logger, *, first_s: float = FIRST_BACKOFF_S, cap_s: float = MAX_BACKOFF_S,
-                 summary_s: float = SUMMARY_INTERVAL_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        first_s: float = FIRST_BACKOFF_S,
+        cap_s: float = MAX_BACKOFF_S,
+        summary_s: float = SUMMARY_INTERVAL_S,
+    ) -> None:
         self.log = log
         self.first_s = first_s
         self.cap_s = cap_s
@@ -67,8 +73,12 @@ class Faults:
         if streak is None:
             streak = self.streaks[step] = Streak(since=now, last=what, delay_s=self.first_s, summarised_at=now)
             streak.retry_at = now + streak.delay_s
-            self.log.error("%s; retrying in %.1f s (while it goes on, one summary line every %.0f s)",
-                           what, streak.delay_s, self.summary_s)  # fmt: skip
+            self.log.error(
+                "%s; retrying in %.1f s (while it goes on, one summary line every %.0f s)",
+                what,
+                streak.delay_s,
+                self.summary_s,
+            )
             return
         streak.count += 1
         streak.last = what
@@ -76,17 +86,23 @@ class Faults:
             streak.delay_s = min(self.cap_s, streak.delay_s * 2)
             streak.retry_at = now + streak.delay_s
         if now - streak.summarised_at >= self.summary_s:
-            self.log.error("still failing after %.0f s (%d errors in the last %.0f s): %s; next try in %.1f s",
-                           now - streak.since, streak.count - streak.summarised_count, now - streak.summarised_at,
-                           what, max(0.0, streak.retry_at - now))  # fmt: skip
+            self.log.error(
+                "still failing after %.0f s (%d errors in the last %.0f s): %s; next try in %.1f s",
+                now - streak.since,
+                streak.count - streak.summarised_count,
+                now - streak.summarised_at,
+                what,
+                max(0.0, streak.retry_at - now),
+            )
             streak.summarised_at, streak.summarised_count = now, streak.count
 
     def ok(self, step: str, now: float) -> None:
         """Record that ``step`` worked: its streak, if any, ends (and is logged as over)."""
         streak = self.streaks.pop(step, None)
         if streak is not None:
-            self.log.warning("recovered: %s works again after %.1f s and %d error(s)",
-                             step, now - streak.since, streak.count)  # fmt: skip
+            self.log.warning(
+                "recovered: %s works again after %.1f s and %d error(s)", step, now - streak.since, streak.count
+            )
 
     def retry_at(self, step: str) -> float:
         """When ``step`` may try again (monotonic; 0 if it is not backing off)."""

@@ -60,8 +60,17 @@ class Intake:
         rescan_interval_s: seconds between passes when no event says to look.
     """
 
-    def __init__(self, spool: Spool, registry: Registry, index: Index, books: Bookkeeper, faults: Faults,
-                 clock: Clock, *, rescan_interval_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spool: Spool,
+        registry: Registry,
+        index: Index,
+        books: Bookkeeper,
+        faults: Faults,
+        clock: Clock,
+        *,
+        rescan_interval_s: float,
+    ) -> None:
         self.spool = spool
         self.registry = registry
         self.index = index
@@ -88,6 +97,14 @@ class Intake:
         if not self.faults.ready(INGEST, self.clock.mono()):
             return 0
         return max(0, READY_BACKLOG - len(self.index))
+
+    def waiting(self) -> bool:
+        """Whether ``new/`` holds anything (True when that cannot be told: intake's own
+        failures say why, and ``--burst`` gives up on them)."""
+        try:
+            return bool(self.spool.names(NEW, limit=1))
+        except SpoolError:
+            return True
 
     def due(self) -> bool:
         """Whether :meth:`take` has something to do now."""
@@ -244,8 +261,9 @@ class Readahead:
     def __init__(self, max_size: int, threads: int = 4) -> None:
         self._max = max_size
         self._queue: queue.SimpleQueue[tuple[str, int | None] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name="spoolq-readahead", daemon=True)
-                         for _ in range(threads)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._run, name="spoolq-readahead", daemon=True) for _ in range(threads)
+        ]
         for t in self._threads:
             t.start()
 

@@ -35,10 +35,25 @@ MIN_PRIORITY, MAX_PRIORITY = 0, 9
 REPLAY_OF = "replay_of"
 
 _KNOWN = (
-    "v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "retries", "max_retries",
-    "errors", "priority", "expires", "time_limit", "queue", "result_ttl", "result", "finished_at",
+    "v",
+    "id",
+    "task",
+    "args",
+    "kwargs",
+    "enqueued_at",
+    "eta",
+    "retries",
+    "max_retries",
+    "errors",
+    "priority",
+    "expires",
+    "time_limit",
+    "queue",
+    "result_ttl",
+    "result",
+    "finished_at",
     "result_expires",
-)  # fmt: skip
+)
 
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_:@+=-][A-Za-z0-9_.:@+=-]{0,127}")
@@ -274,8 +289,15 @@ class Job:
         """This job with one more error in its history (bounded: :func:`bound_history`)."""
         return dataclasses.replace(self, errors=bound_history((*self.errors, error)))
 
-    def retried(self, error: dict, due: datetime, *, args: list | None = None,
-                kwargs: dict | None = None, max_retries: int | None = None) -> Job:
+    def retried(
+        self,
+        error: dict,
+        due: datetime,
+        *,
+        args: list | None = None,
+        kwargs: dict | None = None,
+        max_retries: int | None = None,
+    ) -> Job:
         """The next attempt: one more retry charged, the error kept, due at ``due``."""
         return dataclasses.replace(
             self,

@@ -70,5 +70,3 @@ class SupervisorLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-

@@ -41,8 +41,16 @@ class Outcomes:
         rnd: the random source for retry jitter.
     """
 
-    def __init__(self, spool: Spool, registry: Registry, index: Index, books: Bookkeeper, faults: Faults,
-                 clock: Clock, rnd: random.Random) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spool: Spool,
+        registry: Registry,
+        index: Index,
+        books: Bookkeeper,
+        faults: Faults,
+        clock: Clock,
+        rnd: random.Random,
+    ) -> None:
         self.spool = spool
         self.registry = registry
         self.index = index
@@ -72,8 +80,9 @@ class Outcomes:
                 self._settle_one(job, answer, name, now)
             except SpoolError as exc:
                 self.unsettled.append((job, answer, name))
-                self.faults.failed(SETTLE, f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in "
-                                   "active/", mono)  # fmt: skip
+                self.faults.failed(
+                    SETTLE, f"{job.id} {job.task}: cannot record its outcome ({exc}); it stays in active/", mono
+                )
                 failed = True
         if ended and not failed:
             self.books.moved()
@@ -158,8 +167,10 @@ class Outcomes:
         if size <= self.spool.record_limit:
             return decision
         what = "its result" if decision.action is Action.KEEP else "the arguments of its retry"
-        message = (f"{what} would make the job file {size} bytes, over the limit of {self.spool.record_limit} "
-                   f"bytes (max_job_size {self.spool.max_job_size})")  # fmt: skip
+        message = (
+            f"{what} would make the job file {size} bytes, over the limit of {self.spool.record_limit} "
+            f"bytes (max_job_size {self.spool.max_job_size})"
+        )
         record = job.with_error(make_error("JobTooLarge", message, "", attempt=job.retries, at=now))
         return Decision(Action.FAIL, record, reason=f"JobTooLarge: {message}")
 
@@ -174,8 +185,12 @@ class Outcomes:
             except JobGone:
                 return
             except SpoolError as exc:
-                log.error("%s %s: cannot return to ready/ (%s); it stays in active/ until the next start",
-                          job.id, job.task, exc)  # fmt: skip
+                log.error(
+                    "%s %s: cannot return to ready/ (%s); it stays in active/ until the next start",
+                    job.id,
+                    job.task,
+                    exc,
+                )
                 return
             self.index.push_ready(ready, job)
             log.info("%s %s: back to ready/ (%s)", job.id, job.task, why)

@@ -50,8 +50,12 @@ def job_limit(soft_s: float | None, hard_s: float | None, grace_s: float) -> Lim
     if hard_s:
         limits.append((hard_s, f"hard time limit ({hard_s:g} s) exceeded"))
     if soft_s:
-        limits.append((soft_s + grace_s, f"soft time limit ({soft_s:g} s) exceeded and the task did not stop "
-                                         f"within {grace_s:g} s of grace"))  # fmt: skip
+        limits.append(
+            (
+                soft_s + grace_s,
+                f"soft time limit ({soft_s:g} s) exceeded and the task did not stop within {grace_s:g} s of grace",
+            )
+        )
     return min(limits, key=lambda limit: limit[0]) if limits else None
 
 
@@ -141,9 +145,12 @@ class Pool:
 
     def _spawn(self, slot: Slot) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=child_main,
-                                 args=(child, self.modules, self.spool_root, self.spool_options, self.spool_identity),
-                                 name=f"spoolq-child-{slot.index}", daemon=True)
+        proc = self._ctx.Process(
+            target=child_main,
+            args=(child, self.modules, self.spool_root, self.spool_options, self.spool_identity),
+            name=f"spoolq-child-{slot.index}",
+            daemon=True,
+        )
         proc.start()
         child.close()
         if slot.sock is not None:
@@ -183,8 +190,9 @@ class Pool:
         """The slots running a job."""
         return [s for s in self.slots if s.busy]
 
-    def submit(self, slot: Slot, job: Job, name: str, *, soft_limit: float | None, hard_limit: float | None,
-               discard: bool) -> None:
+    def submit(
+        self, slot: Slot, job: Job, name: str, *, soft_limit: float | None, hard_limit: float | None, discard: bool
+    ) -> None:
         """Hand ``job`` (``ready/<name>``) to a child with room for it; the child claims it
         when it gets to it, and with ``discard`` removes it itself if it succeeds.
 
@@ -192,8 +200,18 @@ class Pool:
         round go out in one write per child.  If the child turns out dead, its jobs are
         still in ``slot.queue``, unclaimed, and :meth:`collect` hands them back.
         """
-        msg = JobMessage(job.id, job.task, job.args, job.kwargs, retries=job.retries, eta=job.eta,
-                         max_retries=job.max_retries, soft_time_limit=soft_limit, claim=name, discard=discard)
+        msg = JobMessage(
+            job.id,
+            job.task,
+            job.args,
+            job.kwargs,
+            retries=job.retries,
+            eta=job.eta,
+            max_retries=job.max_retries,
+            soft_time_limit=soft_limit,
+            claim=name,
+            discard=discard,
+        )
         slot.outbox += frame(msg.encode())
         slot.queue.append((job, job_limit(soft_limit, hard_limit, self.soft_grace_s), name))
         if len(slot.queue) == 1:
@@ -282,8 +300,9 @@ class Pool:
                     job, _, name = s.queue.popleft()
                     self._requeue_rest(s)
                     if lost:
-                        answer = Answer(Kind.DIED, exc_type="WorkerLost", message=FORKSERVER_LOST,
-                                        duration_s=now - s.started)  # fmt: skip
+                        answer = Answer(
+                            Kind.DIED, exc_type="WorkerLost", message=FORKSERVER_LOST, duration_s=now - s.started
+                        )
                     else:
                         answer = death(s, now)
                     ended.append((job, answer, name))

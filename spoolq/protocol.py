@@ -69,10 +69,18 @@ class JobMessage:
         """Read a message; raises ValueError or KeyError on a malformed one."""
         d = json.loads(data)
         eta = d.get("eta")
-        return cls(id=d["id"], task=d["task"], args=d.get("args", []), kwargs=d.get("kwargs", {}),
-                   retries=d.get("retries", 0), eta=parse_ts(eta) if eta else None, max_retries=d.get("max_retries"),
-                   soft_time_limit=d.get("soft_time_limit"), claim=d.get("claim"),
-                   discard=bool(d.get("discard")))  # fmt: skip
+        return cls(
+            id=d["id"],
+            task=d["task"],
+            args=d.get("args", []),
+            kwargs=d.get("kwargs", {}),
+            retries=d.get("retries", 0),
+            eta=parse_ts(eta) if eta else None,
+            max_retries=d.get("max_retries"),
+            soft_time_limit=d.get("soft_time_limit"),
+            claim=d.get("claim"),
+            discard=bool(d.get("discard")),
+        )
 
 
 @dataclass(frozen=True)
@@ -111,12 +119,22 @@ class Answer:
     def decode(cls, data: bytes) -> Answer:
         """Read an answer; raises ValueError or KeyError on a malformed one."""
         d = json.loads(data)
-        return cls(kind=Kind(d["kind"]), result=d.get("result"), exc_type=d.get("exc_type", ""),
-                   message=d.get("message", ""), traceback=d.get("traceback", ""), autoretry=bool(d.get("autoretry")),
-                   countdown=d.get("countdown"), eta=parse_ts(d["eta"]) if d.get("eta") else None,
-                   new_args=d.get("new_args"), new_kwargs=d.get("new_kwargs"), max_retries=d.get("max_retries"),
-                   duration_s=float(d.get("duration_s") or 0.0), discarded=bool(d.get("discarded")),
-                   fatal=bool(d.get("fatal")))  # fmt: skip
+        return cls(
+            kind=Kind(d["kind"]),
+            result=d.get("result"),
+            exc_type=d.get("exc_type", ""),
+            message=d.get("message", ""),
+            traceback=d.get("traceback", ""),
+            autoretry=bool(d.get("autoretry")),
+            countdown=d.get("countdown"),
+            eta=parse_ts(d["eta"]) if d.get("eta") else None,
+            new_args=d.get("new_args"),
+            new_kwargs=d.get("new_kwargs"),
+            max_retries=d.get("max_retries"),
+            duration_s=float(d.get("duration_s") or 0.0),
+            discarded=bool(d.get("discarded")),
+            fatal=bool(d.get("fatal")),
+        )
 
 
 def frame(data: bytes) -> bytes:

@@ -24,8 +24,10 @@ names; :func:`tmp_twin` finds the leftover name.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,6 +48,23 @@ class Recovery:
     dropped: list[Job] = field(default_factory=list)  # active/ copies whose outcome was recorded
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (active/ name, failed/ name, reason)
     stuck: list[tuple[str, str]] = field(default_factory=list)  # (active/ name, why it could not move)
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """What was done, one ``(logging level, line)`` per file, for the supervisor's log."""
+        for name in self.swept:
+            yield logging.INFO, f"removed stale temporary file {name}"
+        for name in self.untwinned:
+            yield logging.WARNING, f"removed {name}: the old name of a job that a power loss left half moved"
+        for name, bad in self.superseded:
+            yield logging.WARNING, f"moved {name} to failed/{bad}: an old copy of a job whose later record was kept"
+        for job in self.dropped:
+            yield logging.INFO, f"{job.id} {job.task}: outcome already recorded before the crash; dropped active copy"
+        for job, _ in self.requeued:
+            yield logging.INFO, f"{job.id} {job.task}: back to ready/ (recovered after a crash)"
+        for name, bad, reason in self.rejected:
+            yield logging.ERROR, f"rejected active/{name} (now failed/{bad}): {reason}"
+        for name, why in self.stuck:
+            yield logging.ERROR, f"cannot recover active/{name} ({why}); it stays there until the next start"
 
 
 def recover(spool: Spool, now: datetime, *, tmp_max_age_s: float) -> Recovery:
@@ -150,8 +169,10 @@ def drop_superseded(spool: Spool, now: datetime) -> list[tuple[str, str]]:
             later = [(s, o) for s, n, o in jobs if (s, n) != (state, name)]
             if state in (READY, DELAYED) and outcome_recorded(job, [o for _, o in later]):
                 where = next(s for s, o in later if outcome_recorded(job, [o]))
-                reason = (f"{state}/{name}: an older copy of job {job.id!r}, whose later record is in {where}/ "
-                          "(a power loss kept both)")  # fmt: skip
+                reason = (
+                    f"{state}/{name}: an older copy of job {job.id!r}, whose later record is in {where}/ "
+                    "(a power loss kept both)"
+                )
                 try:
                     out.append((f"{state}/{name}", spool.reject(state, name, reason, now)))
                 except SpoolError:

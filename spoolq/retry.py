@@ -104,9 +104,7 @@ def _due(job: Job, answer: Answer, task: Task | None, now: datetime, rnd: _rando
             return max(as_utc(answer.eta), now)
         delay = base_delay if answer.countdown is None else max(0.0, answer.countdown)
     elif answer.kind is Kind.DIED:
-        delay = compute_backoff(
-            job.retries, base_s=DIED_BACKOFF_BASE_S, cap_s=base_delay, jitter=False, rnd=rnd
-        )
+        delay = compute_backoff(job.retries, base_s=DIED_BACKOFF_BASE_S, cap_s=base_delay, jitter=False, rnd=rnd)
     elif task is not None and task.retry_backoff:
         first = 1.0 if task.retry_backoff is True else float(task.retry_backoff)
         delay = compute_backoff(

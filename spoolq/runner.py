@@ -52,8 +52,17 @@ def run_job(registry: Registry, msg: JobMessage) -> Answer:
         task = registry.get(msg.task)
     except TaskNotFound as exc:
         return _error(exc, started, autoretry=False)
-    set_request(Request(id=msg.id, retries=msg.retries, args=msg.args, kwargs=msg.kwargs, eta=msg.eta,
-                        max_retries=msg.max_retries, called_directly=False))  # fmt: skip
+    set_request(
+        Request(
+            id=msg.id,
+            retries=msg.retries,
+            args=msg.args,
+            kwargs=msg.kwargs,
+            eta=msg.eta,
+            max_retries=msg.max_retries,
+            called_directly=False,
+        )
+    )
     try:
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
@@ -83,8 +92,14 @@ def run_job(registry: Registry, msg: JobMessage) -> Answer:
         # Out of memory: the process, not the input, is at fault, and its heap (or a limit the
         # task set) may stay exhausted.  Answer as a death; the child then exits and is replaced.
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Answer(Kind.DIED, exc_type=type(exc).__name__, message=f"pool child out of memory ({detail})",
-                      traceback=_format(exc), duration_s=time.perf_counter() - started, fatal=True)  # fmt: skip
+        return Answer(
+            Kind.DIED,
+            exc_type=type(exc).__name__,
+            message=f"pool child out of memory ({detail})",
+            traceback=_format(exc),
+            duration_s=time.perf_counter() - started,
+            fatal=True,
+        )
     except BaseException as exc:  # noqa: BLE001 - every exception, even SystemExit, is the job's outcome
         return _error(exc, started, autoretry=bool(task.autoretry_for) and isinstance(exc, task.autoretry_for))
     finally:
@@ -100,8 +115,14 @@ def _format(exc: BaseException) -> str:
 
 
 def _error(exc: BaseException, started: float, *, autoretry: bool) -> Answer:
-    return Answer(Kind.ERROR, exc_type=type(exc).__name__, message=str(exc), traceback=_format(exc),
-                  autoretry=autoretry, duration_s=time.perf_counter() - started)  # fmt: skip
+    return Answer(
+        Kind.ERROR,
+        exc_type=type(exc).__name__,
+        message=str(exc),
+        traceback=_format(exc),
+        autoretry=autoretry,
+        duration_s=time.perf_counter() - started,
+    )
 
 
 def claim(spool: Spool, msg: JobMessage, refusal: str | None = None) -> Answer | None:
@@ -191,8 +212,13 @@ def _die_with_supervisor(conn: Any, spool: Spool) -> None:
     threading.Thread(target=wait_for_hangup, name="spoolq-hangup", daemon=True).start()
 
 
-def child_main(conn: Any, modules: list[str], spool_root: str, options: dict[str, Any] | None = None,
-               identity: tuple[int, int] | None = None) -> None:
+def child_main(
+    conn: Any,
+    modules: list[str],
+    spool_root: str,
+    options: dict[str, Any] | None = None,
+    identity: tuple[int, int] | None = None,
+) -> None:
     """The pool child's loop: import the task modules, then answer jobs until EOF.
 
     ``options`` are the spool's settings (``fsync``, ``max_job_size``, modes).  SIGINT and

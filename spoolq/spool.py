@@ -18,13 +18,15 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from .dirs import os_error
-from .errors import DuplicateJob, JobGone, JobTooLarge, NameTaken, SpoolError
+from .errors import DuplicateJob, JobGone, JobNotFound, JobTooLarge, NameTaken, SpoolError
 from .job import Job
 from .layout import (
     ACTIVE,
+    DONE,
     FAILED,
     NEW,
     READY,
+    STATES,
     TMP,
     bad_name,
     discarded_name,
@@ -45,6 +47,23 @@ class Spool(Store):
     """A spool directory, as jobs see it; parameters as :class:`~spoolq.store.Store`."""
 
     _trash: _Trash | None = None
+
+    def find(self, job_id: str, states: Iterable[str] = STATES) -> Entry:
+        """The entry of a job by id, searching the given states in order.
+
+        Raises:
+            JobNotFound: in none of them.
+        """
+        for state in states:
+            if state in (NEW, ACTIVE, DONE):
+                name = plain_name(job_id)
+                if self.has(state, name):
+                    return Entry(state, name, job_id, None, self.path_of(state, name))
+                continue
+            for e in self.scan(state):
+                if e.job_id == job_id:
+                    return e
+        raise JobNotFound(job_id)
 
     def _encode(self, job: Job) -> bytes:
         data = job.to_json()

@@ -22,15 +22,15 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from .dirs import Dirs, NameCursor, os_error
-from .errors import HardLinked, JobFormatError, JobGone, JobNotFound, SpoolError
+from .errors import HardLinked, JobFormatError, JobGone, SpoolError
 from .history import MAX_HISTORY_BYTES
-from .layout import ACTIVE, DONE, LOCK_NAME, NEW, STATES, TMP, file_kind, parse_name, plain_name, printable, tmp_name
+from .layout import LOCK_NAME, NEW, TMP, file_kind, parse_name, printable, tmp_name
 from .lock import SupervisorLock
 from .syscalls import O_CREATE, O_READ, rename_noreplace
 
@@ -63,8 +63,16 @@ class Store:
         create: create missing directories (the CLI's read-only commands pass False).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, max_job_size: int = DEFAULT_MAX_JOB_SIZE,
-                 dir_mode: int = 0o700, file_mode: int = 0o600, create: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        max_job_size: int = DEFAULT_MAX_JOB_SIZE,
+        dir_mode: int = 0o700,
+        file_mode: int = 0o600,
+        create: bool = True,
+    ) -> None:
         self.path = Path(path).absolute()
         self.fsync = fsync
         self.max_job_size = max_job_size
@@ -257,23 +265,6 @@ class Store:
         """Names of a state taken a batch at a time, continuing one listing between calls."""
         return NameCursor(lambda: self.dirs.listing(state))
 
-    def find(self, job_id: str, states: Iterable[str] = STATES) -> Entry:
-        """The entry of a job by id, searching the given states in order.
-
-        Raises:
-            JobNotFound: in none of them.
-        """
-        for state in states:
-            if state in (NEW, ACTIVE, DONE):
-                name = plain_name(job_id)
-                if self.has(state, name):
-                    return Entry(state, name, job_id, None, self.path_of(state, name))
-                continue
-            for e in self.scan(state):
-                if e.job_id == job_id:
-                    return e
-        raise JobNotFound(job_id)
-
     def count(self, state: str) -> int:
         """How many entries a state holds."""
         return sum(1 for _ in self.scan(state))
@@ -346,4 +337,3 @@ class Store:
         """Finish pending background unlinks and release the held directory descriptors."""
         if os.getpid() == self._pid:
             self.dirs.close()
-

@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import logging
 import random
-import select
-import signal
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,7 +51,7 @@ from .pool import SOFT_LIMIT_GRACE_S, Pool
 from .recovery import recover
 from .registry import Registry
 from .spool import Spool
-from .watch import NewWatcher, Waker
+from .watch import Wakeups
 
 log = logging.getLogger("spoolq.supervisor")
 
@@ -88,12 +87,25 @@ class Supervisor:
             retry, failed and rejected; used for progress display.
     """
 
-    def __init__(self, spool: Spool, registry: Registry, *, concurrency: int, max_tasks_per_child: int | None = None,
-                 time_limit: float | None = None, soft_time_limit: float | None = None,
-                 soft_time_limit_grace: float = SOFT_LIMIT_GRACE_S, shutdown_timeout: float = 30.0,
-                 rescan_interval: float = 5.0, tmp_max_age: float = 3600.0, burst: bool = False,
-                 burst_horizon: float = 60.0, clock: Clock | None = None, rnd: random.Random | None = None,
-                 on_event: EventHook | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spool: Spool,
+        registry: Registry,
+        *,
+        concurrency: int,
+        max_tasks_per_child: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        soft_time_limit_grace: float = SOFT_LIMIT_GRACE_S,
+        shutdown_timeout: float = 30.0,
+        rescan_interval: float = 5.0,
+        tmp_max_age: float = 3600.0,
+        burst: bool = False,
+        burst_horizon: float = 60.0,
+        clock: Clock | None = None,
+        rnd: random.Random | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
         self.spool = spool
         self.registry = registry
         self.clock = clock or SystemClock()
@@ -101,23 +113,28 @@ class Supervisor:
         self.tmp_max_age = tmp_max_age
         self.burst = burst
         self.burst_horizon = burst_horizon
-        self.faults = Faults(log)
-        self.books = Bookkeeper(spool, self.faults, self.clock, on_event)
-        self.index = Index(spool)
-        self.intake = Intake(spool, registry, self.index, self.books, self.faults, self.clock,
-                             rescan_interval_s=rescan_interval)  # fmt: skip
-        self.outcomes = Outcomes(spool, registry, self.index, self.books, self.faults, self.clock,
-                                 rnd or random.Random())  # fmt: skip
-        options = {"fsync": spool.fsync, "max_job_size": spool.max_job_size, "dir_mode": spool.dir_mode,
-                   "file_mode": spool.file_mode}  # fmt: skip
-        self.pool = Pool(concurrency, list(registry.modules), max_tasks_per_child, spool_root=str(spool.path),
-                         spool_options=options, soft_grace_s=soft_time_limit_grace, clock=self.clock)  # fmt: skip
-        self.dispatcher = Dispatcher(spool, self.index, self.books, self.faults, self.clock, self.pool,
-                                     self.outcomes.task, time_limit=time_limit,
-                                     soft_time_limit=soft_time_limit)  # fmt: skip
+        parts = _assemble(
+            spool,
+            registry,
+            self.clock,
+            concurrency,
+            max_tasks_per_child,
+            time_limit,
+            soft_time_limit,
+            soft_time_limit_grace,
+            rescan_interval,
+            rnd,
+            on_event,
+        )
+        self.faults, self.books, self.index = parts.faults, parts.books, parts.index
+        self.intake, self.outcomes, self.pool, self.dispatcher = (
+            parts.intake,
+            parts.outcomes,
+            parts.pool,
+            parts.dispatch,
+        )
         self.lock = spool.lock()
-        self.waker = Waker()
-        self.watcher = NewWatcher(spool.dir(NEW), self.waker)
+        self.wakeups = Wakeups(spool.dir(NEW))
         self.exit_status = 0
         self.stopping = False
         self.stop_now = False
@@ -126,10 +143,6 @@ class Supervisor:
         self._next_place_check = 0.0
         self._next_prune = 0.0
         self._next_barrier = 0.0
-        self._new_identity: tuple[int, int] | None = None  # of the new/ directory watched
-        self._saved_signals: tuple[Any, Any, Any] | None = None
-        self._poller = select.poll()
-        self._polled: set[int] = set()  # the descriptors registered with the poller
 
     @property
     def counts(self) -> dict[str, int]:
@@ -155,9 +168,12 @@ class Supervisor:
             self._recover(self.clock.now())
             self.intake.take(self.clock.now())  # what was queued before the start, whole
             self.pool.start()
-            if not self.watcher.start():
-                log.warning("no filesystem events for %s; relying on rescans every %gs", self.spool.dir(NEW),
-                            self.intake.rescan_interval_s)  # fmt: skip
+            if not self.wakeups.watch():
+                log.warning(
+                    "no filesystem events for %s; relying on rescans every %gs",
+                    self.spool.dir(NEW),
+                    self.intake.rescan_interval_s,
+                )
         except BaseException:
             self.lock.release()
             self.spool.close()
@@ -166,32 +182,14 @@ class Supervisor:
         self.books.moved()
 
     def _recover(self, now: datetime) -> None:
-        done = recover(self.spool, now, tmp_max_age_s=self.tmp_max_age)
-        for name in done.swept:
-            log.info("removed stale temporary file %s", name)
-        for name in done.untwinned:
-            log.warning("removed %s: the old name of a job that a power loss left half moved", name)
-        for name, bad in done.superseded:
-            log.warning("moved %s to failed/%s: an old copy of a job whose later record a power loss kept too",
-                        name, bad)  # fmt: skip
-        for job in done.dropped:
-            log.info("%s %s: outcome already recorded before the crash; dropped the active copy", job.id, job.task)
-        for job, _ in done.requeued:
-            log.info("%s %s: back to ready/ (recovered after a crash)", job.id, job.task)
-        for name, bad, reason in done.rejected:
-            log.error("rejected active/%s (now failed/%s): %s", name, bad, reason)
-        for name, why in done.stuck:
-            log.error("cannot recover active/%s (%s); it stays there until the next start", name, why)
+        for level, line in recover(self.spool, now, tmp_max_age_s=self.tmp_max_age).lines():
+            log.log(level, "%s", line)
         self.index.load()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first asks for a graceful stop, the second for an immediate
         one.  The handlers only set flags; the wake-up fd makes the loop notice at once."""
-        self._saved_signals = (
-            signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False),
-            signal.signal(signal.SIGTERM, self._on_signal),
-            signal.signal(signal.SIGINT, self._on_signal),
-        )
+        self.wakeups.install_signals(self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stopping:
@@ -209,10 +207,8 @@ class Supervisor:
                     self._guarded_tick(ready)
                 if self._finished():
                     break
-                ready = self._wait(self._sleep_time())
-                if self.waker.read_fd in ready:
-                    self.waker.drain()
-                if self.watcher.take_pending():
+                ready = self.wakeups.wait(self._sleep_time(), self.pool.waitables())
+                if self.wakeups.arrived(ready):
                     self.intake.signalled = True
         finally:
             self.close()
@@ -250,7 +246,6 @@ class Supervisor:
         # ever) and the lock always released, even after an error or on a full disk.
         try:
             self.intake.close()
-            self.watcher.stop()
             # Settle the answers already in the pipes first: a job that ended is not run again.
             self._collect(self.clock.now())
             for job, name in self.pool.kill_running():
@@ -270,14 +265,7 @@ class Supervisor:
             log.error("cannot flush the spool: %s", exc)
         self.spool.close()
         self.lock.release()
-        if self._saved_signals is not None:
-            # The wake-up fd is about to be closed (and its number reused): give it back.
-            wakeup_fd, term, intr = self._saved_signals
-            signal.set_wakeup_fd(wakeup_fd)
-            signal.signal(signal.SIGTERM, term)
-            signal.signal(signal.SIGINT, intr)
-            self._saved_signals = None
-        self.waker.close()
+        self.wakeups.close()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -303,15 +291,9 @@ class Supervisor:
         if mono >= self._next_prune:
             self._next_prune = mono + PRUNE_INTERVAL_S
             self.outcomes.prune(now)
-        if mono >= self._next_barrier and self.faults.ready(FLUSH, mono):
+        if mono >= self._next_barrier:
             self._next_barrier = mono + BARRIER_INTERVAL_S
-            try:
-                self.spool.barrier()
-            except SpoolError as exc:
-                self.faults.failed(FLUSH, f"cannot flush spool directories: {exc}", mono)
-            else:
-                if self.faults:
-                    self.faults.ok(FLUSH, mono)
+            self.books.flush()
 
     def _check_place(self) -> None:
         """Stop if the spool left its path; watch ``new/`` again if it was made anew."""
@@ -320,13 +302,8 @@ class Supervisor:
         except SpoolGone as exc:
             self._lose_place(exc)
             return
-        identity = self.spool.identity_of(NEW)
-        if identity != self._new_identity:
-            if self._new_identity is not None:  # its inotify watch went with the old one
-                self.watcher.stop()
-                self.watcher.start()
-                self.intake.signalled = True
-            self._new_identity = identity
+        if self.wakeups.follow(self.spool.identity_of(NEW)):
+            self.intake.signalled = True
 
     def _collect(self, now: datetime, ready: set[int] | None = None) -> None:
         ended = self.pool.collect(ready)
@@ -336,21 +313,6 @@ class Supervisor:
         if ended:
             self.spool.touched(READY, ACTIVE)  # the children's claims and discards
         self.outcomes.settle(ended, now)
-
-    def _wait(self, timeout_s: float) -> set[int]:
-        """Sleep until a descriptor is readable or ``timeout_s`` passes; the readable ones.
-
-        One poll object for the whole run, updated only when a child is replaced: building a
-        selector per wait cost more than a job.
-        """
-        fds = {*self.pool.waitables(), self.waker.read_fd, *self.watcher.fds()}
-        if fds != self._polled:
-            for fd in self._polled - fds:
-                self._poller.unregister(fd)
-            for fd in fds - self._polled:
-                self._poller.register(fd, select.POLLIN)
-            self._polled = fds
-        return {fd for fd, _ in self._poller.poll(max(0.0, timeout_s) * 1000.0)}
 
     def _sleep_time(self) -> float:
         """Seconds until something is due (0: work waits now)."""
@@ -383,28 +345,83 @@ class Supervisor:
             mono = self.clock.mono()
             stalled_since = max(self.books.progress_at, self.faults.failing_since() or mono)
             if mono - stalled_since >= BURST_STALL_S:
-                log.error("giving up (--burst): no progress for %.0f s while I/O keeps failing: %s",
-                          mono - stalled_since, self.faults.describe())  # fmt: skip
+                log.error(
+                    "giving up (--burst): no progress for %.0f s while I/O keeps failing: %s",
+                    mono - stalled_since,
+                    self.faults.describe(),
+                )
                 self.exit_status = EXIT_SPOOL
                 return True
-        if self.pool.busy() or len(self.index) or self.outcomes.unsettled or self._has_new():
+        if self.pool.busy() or len(self.index) or self.outcomes.unsettled or self.intake.waiting():
             return False
         due = self.index.next_due()
         return due is None or due > self.clock.now() + timedelta(seconds=self.burst_horizon)
 
-    def _has_new(self) -> bool:
-        try:
-            return bool(self.spool.names(NEW, limit=1))
-        except SpoolError:
-            return True  # cannot tell: intake's own failures say why (and --burst gives up on them)
-
     def _handle_stop(self, mono: float) -> None:
         if self._stop_deadline is None:
             self._stop_deadline = mono + self.shutdown_timeout
-            log.info("stopping: waiting up to %gs for %d running job(s); send the signal again to stop now",
-                     self.shutdown_timeout, len(self.pool.busy()))  # fmt: skip
+            log.info(
+                "stopping: waiting up to %gs for %d running job(s); send the signal again to stop now",
+                self.shutdown_timeout,
+                len(self.pool.busy()),
+            )
         if self.stop_now or mono >= self._stop_deadline:
             for job, name in self.pool.kill_running():
                 self.outcomes.put_back(job, name, "stopped before it finished")
+
+
+@dataclass
+class _Parts:
+    """The steps of the loop and what they share."""
+
+    faults: Faults
+    books: Bookkeeper
+    index: Index
+    intake: Intake
+    outcomes: Outcomes
+    pool: Pool
+    dispatch: Dispatcher
+
+
+def _assemble(
+    spool: Spool,
+    registry: Registry,
+    clock: Clock,
+    concurrency: int,
+    max_tasks_per_child: int | None,
+    time_limit: float | None,
+    soft_time_limit: float | None,
+    soft_grace_s: float,
+    rescan_interval_s: float,
+    rnd: random.Random | None,
+    on_event: EventHook | None,
+) -> _Parts:
+    """Build the steps around one index, one set of books and one I/O-failure policy, so no
+    step calls back into the supervisor (see the module's docstring)."""
+    faults = Faults(log)
+    books = Bookkeeper(spool, faults, clock, on_event)
+    index = Index(spool)
+    intake = Intake(spool, registry, index, books, faults, clock, rescan_interval_s=rescan_interval_s)
+    outcomes = Outcomes(spool, registry, index, books, faults, clock, rnd or random.Random())
+    options = {
+        "fsync": spool.fsync,
+        "max_job_size": spool.max_job_size,
+        "dir_mode": spool.dir_mode,
+        "file_mode": spool.file_mode,
+    }
+    pool = Pool(
+        concurrency,
+        list(registry.modules),
+        max_tasks_per_child,
+        spool_root=str(spool.path),
+        spool_options=options,
+        soft_grace_s=soft_grace_s,
+        clock=clock,
+    )
+    dispatch = Dispatcher(
+        spool, index, books, faults, clock, pool, outcomes.task, time_limit=time_limit, soft_time_limit=soft_time_limit
+    )
+    return _Parts(faults, books, index, intake, outcomes, pool, dispatch)
+
 
 __all__ = ["Supervisor"]

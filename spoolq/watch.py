@@ -17,9 +17,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
+import signal
 import sys
-from typing import Any
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -154,3 +157,79 @@ class NewWatcher:
                 self.observer.join(2)
             except RuntimeError:
                 pass
+
+
+class Wakeups:
+    """What the supervisor's loop sleeps on, in one poll: the pool's pipes and sentinels (given
+    at each wait), the self-pipe that threads and signal handlers write, and ``new/``'s events.
+
+    One poll object for the whole run, updated only when the set of descriptors changes (a
+    child replaced): building a selector per wait cost more than a job.
+
+    Parameters:
+        new_dir: the directory producers deliver into.
+    """
+
+    def __init__(self, new_dir: Path) -> None:
+        self.waker = Waker()
+        self.watcher = NewWatcher(new_dir, self.waker)
+        self._poller = select.poll()
+        self._polled: set[int] = set()
+        self._saved: tuple[Any, Any, Any] | None = None
+        self._new_identity: tuple[int, int] | None = None  # of the new/ directory watched
+
+    def watch(self) -> bool:
+        """Start watching ``new/``; False if events are unavailable (rescans still work)."""
+        return self.watcher.start()
+
+    def follow(self, identity: tuple[int, int] | None) -> bool:
+        """Watch ``new/`` afresh if it is another directory than before (it was removed and
+        made anew: its old watch is gone); True if it was, and arrivals may have been missed.
+
+        Parameters:
+            identity: ``new/``'s ``(st_dev, st_ino)`` now (None: not known yet).
+        """
+        before, self._new_identity = self._new_identity, identity
+        if before is None or identity == before:
+            return False
+        self.watcher.stop()
+        self.watcher.start()
+        return True
+
+    def install_signals(self, handler: Callable[[int, Any], None]) -> None:
+        """Route SIGTERM and SIGINT to ``handler`` (which only sets flags) and wake the loop."""
+        self._saved = (
+            signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False),
+            signal.signal(signal.SIGTERM, handler),
+            signal.signal(signal.SIGINT, handler),
+        )
+
+    def wait(self, timeout_s: float, fds: Iterable[int]) -> set[int]:
+        """Sleep until one of ``fds``, the waker or the watcher is readable, or ``timeout_s``
+        passes; the readable descriptors."""
+        wanted = {*fds, self.waker.read_fd, *self.watcher.fds()}
+        if wanted != self._polled:
+            for fd in self._polled - wanted:
+                self._poller.unregister(fd)
+            for fd in wanted - self._polled:
+                self._poller.register(fd, select.POLLIN)
+            self._polled = wanted
+        return {fd for fd, _ in self._poller.poll(max(0.0, timeout_s) * 1000.0)}
+
+    def arrived(self, ready: set[int]) -> bool:
+        """After a wait: whether something landed in ``new/`` (a hint)."""
+        if self.waker.read_fd in ready:
+            self.waker.drain()
+        return self.watcher.take_pending()
+
+    def close(self) -> None:
+        """Stop watching, give the signal handlers and the wake-up fd back, close the pipe."""
+        self.watcher.stop()
+        if self._saved is not None:
+            # The wake-up fd is about to be closed (and its number reused): give it back.
+            wakeup_fd, term, intr = self._saved
+            signal.set_wakeup_fd(wakeup_fd)
+            signal.signal(signal.SIGTERM, term)
+            signal.signal(signal.SIGINT, intr)
+            self._saved = None
+        self.waker.close()

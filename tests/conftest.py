@@ -37,8 +37,9 @@ print(json.dumps(sorted({(d.metadata["Name"], d.version) for d in distributions(
 def installed_distributions() -> frozenset[tuple[str, str]]:
     """(name, version) of every distribution a fresh process of this interpreter sees."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", _LIST_DISTRIBUTIONS], env=env, capture_output=True, text=True,
-                         check=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _LIST_DISTRIBUTIONS], env=env, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     return frozenset((name, version) for name, version in json.loads(out))
 
 
@@ -90,13 +91,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_spoolq(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30,
-               input: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run_spoolq(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m spoolq ARGS`` as a real process and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "spoolq", *args],
-        cwd=cwd, env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout, input=input,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env or subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -58,9 +58,15 @@ class LiveWorker:
     def __init__(self, spool: Path, log: Path, *args: str, obey_modes: bool = False) -> None:
         self.log = log
         self.out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(worker_argv(spool, "--loglevel", "INFO", *args), env=child_env(), cwd=TESTS_DIR,
-                                     stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=drop_permission_override if obey_modes else None)  # fmt: skip
+        self.proc = subprocess.Popen(
+            worker_argv(spool, "--loglevel", "INFO", *args),
+            env=child_env(),
+            cwd=TESTS_DIR,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=drop_permission_override if obey_modes else None,
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -110,8 +116,9 @@ def umount(target: Path) -> None:
 
 
 def remount(target: Path, *options: str) -> None:
-    done = subprocess.run(["mount", "-o", ",".join(("remount", *options)), str(target)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-o", ",".join(("remount", *options)), str(target)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -124,8 +131,13 @@ def small_ext4(where: Path, size_mib: int = 8, *options: str) -> Iterator[Path |
     mkfs = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
     with open(image, "wb") as f:
         f.truncate(size_mib * 1024 * 1024)
-    made = subprocess.run([mkfs, "-q", "-F", "-m", "0", "-N", "4096", str(image)], capture_output=True, text=True,
-                          timeout=60) if os.path.exists(mkfs) else None  # fmt: skip
+    made = (
+        subprocess.run(
+            [mkfs, "-q", "-F", "-m", "0", "-N", "4096", str(image)], capture_output=True, text=True, timeout=60
+        )
+        if os.path.exists(mkfs)
+        else None
+    )
     if made is None or made.returncode != 0:
         yield f"cannot make an ext4 image: {made.stderr.strip() if made else 'no mkfs.ext4'}"
         return
@@ -175,16 +187,21 @@ def permissions_enforced() -> str | None:
     """None if a process here can be made to obey permission bits, else why not (to skip)."""
     if os.geteuid() != 0:
         return None  # an ordinary user obeys them anyway
-    probe = subprocess.run(["sh", "-c", "touch /proc/1/x 2>/dev/null; exit 0"], preexec_fn=drop_permission_override,
-                           capture_output=True, timeout=30)  # fmt: skip
+    probe = subprocess.run(
+        ["sh", "-c", "touch /proc/1/x 2>/dev/null; exit 0"],
+        preexec_fn=drop_permission_override,
+        capture_output=True,
+        timeout=30,
+    )
     return None if probe.returncode == 0 else "cannot drop CAP_DAC_OVERRIDE here"
 
 
 def break_ext4(where: Path) -> None:
     """Make the ext4 mounted at ``where`` (with ``errors=remount-ro``) hit an error, as a
     failing disk does: the kernel turns it read-only until it is unmounted and checked."""
-    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(where)], capture_output=True, text=True,
-                            timeout=30).stdout.strip()  # fmt: skip
+    device = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", str(where)], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
     Path(f"/sys/fs/ext4/{os.path.basename(device)}/trigger_fs_error").write_text("1\n")
 
 

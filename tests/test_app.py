@@ -45,10 +45,20 @@ def test_send_task_by_name_writes_the_documented_file(spool_dir: Path) -> None:
     handle = app.send_task("NAME.echofunction", args=["Hello World"], task_id="hello")
     # Then new/hello.json is the SPEC §2 record
     assert handle.id == "hello" and handle.state == "PENDING"
-    assert new_jobs(app) == [{
-        "v": 1, "id": "hello", "task": "NAME.echofunction", "args": ["Hello World"], "kwargs": {},
-        "enqueued_at": "2026-11-25T03:15:00.000000Z", "eta": None, "retries": 0, "max_retries": None, "errors": [],
-    }]  # fmt: skip
+    assert new_jobs(app) == [
+        {
+            "v": 1,
+            "id": "hello",
+            "task": "NAME.echofunction",
+            "args": ["Hello World"],
+            "kwargs": {},
+            "enqueued_at": "2026-11-25T03:15:00.000000Z",
+            "eta": None,
+            "retries": 0,
+            "max_retries": None,
+            "errors": [],
+        }
+    ]
 
 
 def test_delay_and_apply_async_on_a_bound_task(spool_dir: Path) -> None:
@@ -144,8 +154,7 @@ def test_a_batch_takes_in_shared_tasks_sent_inside_it(app: spoolq.App) -> None:
         ({"args": ["x" * (1024 * 1024)]}, JobTooLarge, "over the limit of 1048576 bytes"),
     ],
 )
-def test_bad_input_raises_at_once_and_writes_nothing(app: spoolq.App, kwargs: dict, error: type,
-                                                     fragment: str) -> None:  # fmt: skip
+def test_bad_input_raises_at_once_and_writes_nothing(app: spoolq.App, kwargs: dict, error: type, fragment: str) -> None:
     with pytest.raises(error) as info:
         app.send_task("t", **kwargs)
     assert fragment in str(info.value)

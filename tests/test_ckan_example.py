@@ -39,10 +39,16 @@ print(json.dumps({"hello": hello.id, "flaky": flaky.id,
 
 def _installed(env: dict[str, str]) -> bool:
     probe = subprocess.run(
-        [sys.executable, "-c", "from importlib.metadata import entry_points; import ckanext.echo.plugin;"
-         "assert any(e.name == 'echo' for e in entry_points(group='spoolq.tasks'))"],
-        env=env, capture_output=True, cwd=REPO_DIR.parent,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from importlib.metadata import entry_points; import ckanext.echo.plugin;"
+            "assert any(e.name == 'echo' for e in entry_points(group='spoolq.tasks'))",
+        ],
+        env=env,
+        capture_output=True,
+        cwd=REPO_DIR.parent,
+    )
     return probe.returncode == 0
 
 
@@ -59,8 +65,12 @@ def ckanext_echo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("ckanext-echo")
     source, target = root / "source", root / "site"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                           str(source)], capture_output=True, text=True, timeout=200)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     env = subprocess_env()
     env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
@@ -79,8 +89,14 @@ def test_the_ckan_example_from_install_to_failed_retries(ckanext_echo: dict[str,
     assert "entry point echo (ckanext.echo.plugin:task_imports)" in line
     assert "ckanext" not in tasks.stderr
 
-    sent = subprocess.run([sys.executable, "-c", PRODUCER, str(spool)], cwd=work, env=ckanext_echo,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    sent = subprocess.run(
+        [sys.executable, "-c", PRODUCER, str(spool)],
+        cwd=work,
+        env=ckanext_echo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sent.returncode == 0, sent.stderr
     ids = json.loads(sent.stdout)
     assert ids["imported"] == []  # the producer knew only the names
@@ -91,7 +107,10 @@ def test_the_ckan_example_from_install_to_failed_retries(ckanext_echo: dict[str,
     assert worker.returncode == 0, worker.stderr
     assert "Hello World" in worker.stdout.splitlines()
     assert [ln for ln in worker.stdout.splitlines() if ln.startswith("attempt")] == [
-        "attempt 0: Hello retry", "attempt 1: Hello retry", "attempt 2: Hello retry"]  # fmt: skip
+        "attempt 0: Hello retry",
+        "attempt 1: Hello retry",
+        "attempt 2: Hello retry",
+    ]
     state = listing(spool)
     assert all(state[s] == [] for s in ("new", "ready", "active", "delayed", "done"))
     job = read_job(spool, "failed", ids["flaky"])

@@ -56,8 +56,19 @@ def failed_job(spool: Spool, job_id: str, task: str = "t") -> Path:
 
 
 def test_send_prints_the_id_and_writes_the_job(cli, spool: Spool, spool_dir: Path) -> None:
-    result = cli("send", "NAME.echofunction", '["Hello World"]', "--kwargs", '{"loud": true}', "--id", "j1",
-                 "--priority", "7", "--eta", "2030-01-01T00:00:00+02:00")  # fmt: skip
+    result = cli(
+        "send",
+        "NAME.echofunction",
+        '["Hello World"]',
+        "--kwargs",
+        '{"loud": true}',
+        "--id",
+        "j1",
+        "--priority",
+        "7",
+        "--eta",
+        "2030-01-01T00:00:00+02:00",
+    )
     assert result.exit_code == 0 and result.stdout == "j1\n"
     job = Job.from_json((spool_dir / NEW / "j1.json").read_bytes())
     assert (job.task, job.args, job.kwargs, job.priority) == ("NAME.echofunction", ["Hello World"], {"loud": True}, 7)
@@ -87,8 +98,9 @@ def test_send_without_args_and_with_countdown(cli, spool: Spool, spool_dir: Path
         (["t", '["' + "x" * (1024 * 1024) + '"]'], EXIT_USAGE, "over the limit of 1048576 bytes"),
     ],
 )
-def test_send_refuses_bad_input_in_one_line_and_writes_nothing(cli, spool: Spool, spool_dir: Path, args: list[str],
-                                                               code: int, fragment: str) -> None:  # fmt: skip
+def test_send_refuses_bad_input_in_one_line_and_writes_nothing(
+    cli, spool: Spool, spool_dir: Path, args: list[str], code: int, fragment: str
+) -> None:
     assert_one_line_error(cli("send", *args), code, fragment)
     assert files_in(spool_dir / NEW) == []
 
@@ -109,8 +121,10 @@ def test_usage_errors_exit_2(cli) -> None:
 # -- reading commands never create a spool ------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["status"], ["ls"], ["show", "x"], ["result", "x"], ["delete", "x"],
-                                  ["purge", "done", "--yes"], ["retry", "x"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["ls"], ["show", "x"], ["result", "x"], ["delete", "x"], ["purge", "done", "--yes"], ["retry", "x"]],
+)
 def test_commands_on_a_missing_spool_say_so_and_create_nothing(cli, spool_dir: Path, args: list[str]) -> None:
     assert_one_line_error(cli(*args), EXIT_SPOOL, f"no spool at {spool_dir}")
     assert not spool_dir.exists()
@@ -251,7 +265,10 @@ def test_spool_option_beats_env_beats_ini_file(cli, tmp_path: Path, monkeypatch:
     assert cli("send", "t", "--id", "b", spool=False).exit_code == 0
     assert cli("--spool", str(tmp_path / "from_opt"), "send", "t", "--id", "c", spool=False).exit_code == 0
     assert [files_in(tmp_path / d / NEW) for d in ("from_file", "from_env", "from_opt")] == [
-        ["a.json"], ["b.json"], ["c.json"]]  # fmt: skip
+        ["a.json"],
+        ["b.json"],
+        ["c.json"],
+    ]
 
 
 def test_a_bad_config_file_is_one_line_naming_key_and_file(cli, tmp_path: Path) -> None:
@@ -338,8 +355,9 @@ def spoolq_script() -> str:
 
 
 def run_script(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([spoolq_script(), *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [spoolq_script(), *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -350,8 +368,12 @@ def test_tasks_and_worker_find_a_module_in_the_current_directory_alike(tmp_path:
     )
     spool = str(tmp_path / "spool")
     assert run_script("--spool", spool, "init", cwd=tmp_path).returncode == 0
-    assert run_script("--spool", spool, "send", "newcomer.hello", json.dumps([str(tmp_path / "ran")]),
-                      cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_script(
+            "--spool", spool, "send", "newcomer.hello", json.dumps([str(tmp_path / "ran")]), cwd=tmp_path
+        ).returncode
+        == 0
+    )
     # When `spoolq tasks -I` and `spoolq worker -I` run from there
     listed = run_script("--spool", spool, "tasks", "-I", "newcomer_tasks", cwd=tmp_path)
     worked = run_script("--spool", spool, "worker", "--burst", "-c", "1", "-I", "newcomer_tasks", cwd=tmp_path)
@@ -397,8 +419,10 @@ def test_worker_refuses_to_start_when_an_entry_point_is_broken(tmp_path: Path) -
     # Then it refuses, naming the entry point and the error, and creates nothing
     assert proc.returncode == EXIT_JOB and proc.stdout == ""
     assert not (tmp_path / "spool").exists()
-    assert proc.stderr == ("Error: cannot load entry point broken (ckanext_demo.missing:task_imports): "
-                           "ModuleNotFoundError: No module named 'ckanext_demo.missing'\n")  # fmt: skip
+    assert proc.stderr == (
+        "Error: cannot load entry point broken (ckanext_demo.missing:task_imports): "
+        "ModuleNotFoundError: No module named 'ckanext_demo.missing'\n"
+    )
 
 
 @pytest.mark.slow
@@ -418,8 +442,9 @@ def test_a_second_worker_refuses_before_printing_its_banner(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_worker_takes_celery_s_short_loglevel_in_any_case(tmp_path: Path) -> None:
-    proc = run_spoolq("--spool", str(tmp_path / "spool"), "worker", "--burst", "-I", "tasks", "-l", "warning",
-                      cwd=tmp_path)  # fmt: skip
+    proc = run_spoolq(
+        "--spool", str(tmp_path / "spool"), "worker", "--burst", "-I", "tasks", "-l", "warning", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ready:" not in proc.stderr  # an INFO line, below the level asked for
 
@@ -443,8 +468,22 @@ def test_a_config_file_without_a_spoolq_section_is_one_line(cli, tmp_path: Path)
 
 
 def test_send_takes_celery_s_options(cli, spool: Spool, spool_dir: Path) -> None:
-    result = cli("send", "t", "-a", '[1, "two"]', "-k", '{"x": 3}', "--id", "c1", "--max-retries", "5",
-                 "--result-ttl", "60", "--expires", "2030-01-01T00:00:00Z")  # fmt: skip
+    result = cli(
+        "send",
+        "t",
+        "-a",
+        '[1, "two"]',
+        "-k",
+        '{"x": 3}',
+        "--id",
+        "c1",
+        "--max-retries",
+        "5",
+        "--result-ttl",
+        "60",
+        "--expires",
+        "2030-01-01T00:00:00Z",
+    )
     assert result.exit_code == 0, result.output
     job = Job.from_json((spool_dir / NEW / "c1.json").read_bytes())
     assert (job.args, job.kwargs, job.max_retries, job.result_ttl) == ([1, "two"], {"x": 3}, 5, 60.0)
@@ -465,8 +504,9 @@ def test_send_takes_celery_s_options(cli, spool: Spool, spool_dir: Path) -> None
         (["--expires", "-3"], "expires must be a non-negative number"),
     ],
 )
-def test_send_refuses_bad_celery_style_options(cli, spool: Spool, spool_dir: Path, args: list[str],
-                                               fragment: str) -> None:  # fmt: skip
+def test_send_refuses_bad_celery_style_options(
+    cli, spool: Spool, spool_dir: Path, args: list[str], fragment: str
+) -> None:
     result = cli("send", "t", *args)
     assert result.exit_code == EXIT_USAGE and fragment in result.stderr, result.output
     assert files_in(spool_dir / NEW) == []
@@ -500,8 +540,9 @@ def rejected(spool: Spool, spool_dir: Path, name: str, reason: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["junk.json", "we ird $(x) ü..json", "a..b"])
-def test_show_delete_and_retry_take_the_name_ls_prints_for_a_rejected_file(cli, spool: Spool, spool_dir: Path,
-                                                                            name: str) -> None:  # fmt: skip
+def test_show_delete_and_retry_take_the_name_ls_prints_for_a_rejected_file(
+    cli, spool: Spool, spool_dir: Path, name: str
+) -> None:
     # Given a rejected file, as `spoolq ls failed` names it
     bad = rejected(spool, spool_dir, name, "not valid JSON: Expecting value")
     # Then show prints its raw name and why it was rejected

@@ -86,9 +86,14 @@ def test_unknown_option_key_is_refused() -> None:
         load_config(env={}, options={"colour": "blue"})
 
 
-@pytest.mark.parametrize("body, found", [("[spool]\nspool = /srv/q\n", "[spool]"),
-                                         ("[app:main]\nspoolq.spool = x\n[spoolq-x]\n", "[app:main], [spoolq-x]"),
-                                         ("[DEFAULT]\nspool = /srv/q\n", "[DEFAULT]")])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, found",
+    [
+        ("[spool]\nspool = /srv/q\n", "[spool]"),
+        ("[app:main]\nspoolq.spool = x\n[spoolq-x]\n", "[app:main], [spoolq-x]"),
+        ("[DEFAULT]\nspool = /srv/q\n", "[DEFAULT]"),
+    ],
+)
 def test_a_file_without_a_spoolq_section_is_refused_not_ignored(tmp_path: Path, body: str, found: str) -> None:
     # Given an ini file whose settings sit in some other section (a typo, or another program's file)
     path = tmp_path / "spoolq.ini"

@@ -43,8 +43,11 @@ class Source:
                     return self._send(503, b"busy")
                 if self.path == "/slow.csv" and n == 1:
                     time.sleep(TIMEOUT_S * 3)
-                body = {"/page.csv": b"<html><body>Not found</body></html>", "/latin1.csv": "id,n\xe4me\n".encode(
-                    "latin-1"), "/big.csv": CSV * 1000}.get(self.path, CSV)  # fmt: skip
+                body = {
+                    "/page.csv": b"<html><body>Not found</body></html>",
+                    "/latin1.csv": "id,n\xe4me\n".encode("latin-1"),
+                    "/big.csv": CSV * 1000,
+                }.get(self.path, CSV)
                 if self.path == "/gone.csv":
                     return self._send(404, b"")
                 self._send(200, body)
@@ -85,10 +88,26 @@ def source() -> Iterator[Source]:
 
 def run_worker(app: spoolq.App) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOLQ_", "ARCHIVER_"))}
-    env.update(PYTHONPATH=str(EXAMPLE_DIR), ARCHIVER_TIMEOUT_S=str(TIMEOUT_S), ARCHIVER_BACKOFF_S="0.05",
-               ARCHIVER_MAX_RETRIES="5", ARCHIVER_MAX_BYTES="10000")  # fmt: skip
-    proc = run_spoolq("--spool", str(app.spool.path), "worker", "-I", "archiver_tasks", "-c", "4", "--burst",
-                      cwd=app.spool.path.parent, env=env, timeout=90)
+    env.update(
+        PYTHONPATH=str(EXAMPLE_DIR),
+        ARCHIVER_TIMEOUT_S=str(TIMEOUT_S),
+        ARCHIVER_BACKOFF_S="0.05",
+        ARCHIVER_MAX_RETRIES="5",
+        ARCHIVER_MAX_BYTES="10000",
+    )
+    proc = run_spoolq(
+        "--spool",
+        str(app.spool.path),
+        "worker",
+        "-I",
+        "archiver_tasks",
+        "-c",
+        "4",
+        "--burst",
+        cwd=app.spool.path.parent,
+        env=env,
+        timeout=90,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -108,7 +127,7 @@ def test_good_and_transiently_failing_fetches_are_archived_with_a_receipt(app, s
             args=[f"{source.base}/{name}.csv", str(archive / f"{name}.csv")],
             kwargs={"sha256": CSV_SHA, "columns": ["id", "price"]},
             task_id=name,
-        )  # fmt: skip
+        )
         for name in ("good", "flaky", "slow")
     }
 
@@ -152,8 +171,12 @@ def test_bad_files_fail_at_once_and_leave_nothing_behind(app, source, tmp_path) 
         "gone": ("gone.csv", {}, "ArchiveError"),
     }
     for job_id, (path, options, _) in cases.items():
-        app.send_task("archiver.fetch", args=[f"{source.base}/{path}", str(archive / f"{job_id}.csv")],
-                      kwargs=options, task_id=job_id)  # fmt: skip
+        app.send_task(
+            "archiver.fetch",
+            args=[f"{source.base}/{path}", str(archive / f"{job_id}.csv")],
+            kwargs=options,
+            task_id=job_id,
+        )
 
     # When the worker runs
     run_worker(app)

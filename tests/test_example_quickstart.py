@@ -18,8 +18,9 @@ pytestmark = pytest.mark.timeout(120)
 
 def run_quickstart(cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLQ_")}
-    return subprocess.run([sys.executable, str(QUICKSTART)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=100)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(QUICKSTART)], cwd=cwd, env=env, capture_output=True, text=True, timeout=100
+    )
 
 
 def failed_jobs(spool: Path) -> dict[str, dict]:

@@ -85,10 +85,26 @@ def closed_port() -> int:
 
 def run_worker(app: spoolq.App) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOLQ_", "WEBHOOK_"))}
-    env.update(PYTHONPATH=str(EXAMPLE_DIR), WEBHOOK_BACKOFF_S="0.05", WEBHOOK_BACKOFF_MAX_S="0.2",
-               WEBHOOK_MAX_RETRIES="30", WEBHOOK_TIMEOUT_S="5")  # fmt: skip
-    proc = run_spoolq("--spool", str(app.spool.path), "worker", "-I", "webhook_tasks", "-c", "2", "--burst",
-                      cwd=app.spool.path.parent, env=env, timeout=90)
+    env.update(
+        PYTHONPATH=str(EXAMPLE_DIR),
+        WEBHOOK_BACKOFF_S="0.05",
+        WEBHOOK_BACKOFF_MAX_S="0.2",
+        WEBHOOK_MAX_RETRIES="30",
+        WEBHOOK_TIMEOUT_S="5",
+    )
+    proc = run_spoolq(
+        "--spool",
+        str(app.spool.path),
+        "worker",
+        "-I",
+        "webhook_tasks",
+        "-c",
+        "2",
+        "--burst",
+        cwd=app.spool.path.parent,
+        env=env,
+        timeout=90,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 

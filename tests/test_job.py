@@ -19,8 +19,13 @@ UTC = timezone.utc
 
 # -- strategies ---------------------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False,
-    allow_infinity=False) | st.text(max_size=20)  # fmt: skip
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -33,9 +38,13 @@ ids = st.text(alphabet=string.ascii_letters + string.digits + "-_:@+=", min_size
 offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 times = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=offsets)
 errors = st.builds(
-    make_error, st.text(min_size=1, max_size=20), st.text(max_size=40), st.text(max_size=80),
-    attempt=st.integers(0, 50), at=times,
-)  # fmt: skip
+    make_error,
+    st.text(min_size=1, max_size=20),
+    st.text(max_size=40),
+    st.text(max_size=80),
+    attempt=st.integers(0, 50),
+    at=times,
+)
 extras = st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k not in _KNOWN), json_values, max_size=3)
 
 
@@ -150,8 +159,9 @@ def test_decoder_refuses_with_a_reason(data: bytes, fragment: str) -> None:
 def test_unknown_fields_survive_a_transition() -> None:
     # Given a file written by a newer producer, When the job is retried, Then its unknown fields remain
     job = Job.from_json(_minimal(trace_id="abc", hints={"gpu": True}))
-    later = job.retried(make_error("E", "m", "tb", attempt=0, at=datetime(2026, 1, 1, tzinfo=UTC)),
-                        datetime(2026, 1, 2, tzinfo=UTC))  # fmt: skip
+    later = job.retried(
+        make_error("E", "m", "tb", attempt=0, at=datetime(2026, 1, 1, tzinfo=UTC)), datetime(2026, 1, 2, tzinfo=UTC)
+    )
     d = json.loads(later.to_json())
     assert d["trace_id"] == "abc" and d["hints"] == {"gpu": True} and d["retries"] == 1
 

@@ -25,10 +25,15 @@ from spoolq.job import Job, make_error
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=timezone.utc)
 
 entries = st.fixed_dictionaries(
-    {"at": st.text(max_size=40), "attempt": st.integers(0, 10**6), "type": st.text(max_size=400),
-     "message": st.text(max_size=3000), "traceback": st.text(max_size=9000)},
+    {
+        "at": st.text(max_size=40),
+        "attempt": st.integers(0, 10**6),
+        "type": st.text(max_size=400),
+        "message": st.text(max_size=3000),
+        "traceback": st.text(max_size=9000),
+    },
     optional={"extra": st.text(max_size=20000), "summarised": st.integers(-3, 50)},
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, deadline=None)

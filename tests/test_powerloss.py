@@ -64,8 +64,17 @@ def _scaled(n: float) -> int:
     return max(1, round(n * SCALE))
 
 
-def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, jobs: int, subsets: int,
-         subset_points: int, drains: int) -> Figures:  # fmt: skip
+def _run(
+    rig: contextlib.ExitStack,
+    tmp_path: Path,
+    fs: str,
+    *,
+    fsync: bool,
+    jobs: int,
+    subsets: int,
+    subset_points: int,
+    drains: int,
+) -> Figures:
     """Record a run on ``fs``, check its crash states, print the figures, check the log."""
     kind = FILESYSTEMS[fs]
     reason = fs_skip_reason(kind)
@@ -74,8 +83,7 @@ def _run(rig: contextlib.ExitStack, tmp_path: Path, fs: str, *, fsync: bool, job
     seed = SEED + zlib.crc32(fs.encode())
     rec = record_run(rig, tmp_path, kind, fsync=fsync, producers=PRODUCERS, jobs_per_producer=jobs)
     started = time.monotonic()
-    fig = check_recording(rig, rec, tmp_path, subset_points=subset_points, subsets=subsets,
-                           drains=drains, seed=seed)
+    fig = check_recording(rig, rec, tmp_path, subset_points=subset_points, subsets=subsets, drains=drains, seed=seed)
     print(f"\n{fig.summary()}\n  replay {time.monotonic() - started:.1f} s, seed {seed}")
     assert fig.log_complete, "base image + logged writes != the device's final image: the logger missed a write"
     assert fig.acks == rec.jobs, f"{fig.acks} acknowledgement marks for {rec.jobs} jobs"
@@ -87,8 +95,7 @@ def test_no_acknowledged_job_is_lost(rig: contextlib.ExitStack, tmp_path: Path, 
     """With fsync on (the default), at every crash point every acknowledged job that had not
     started, or had run but ended in a file or a retry, is on disk as a valid job, and a
     worker started on the image runs or fails the ones without an outcome."""
-    fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(10), subset_points=_scaled(40),
-               subsets=2, drains=_scaled(2))
+    fig = _run(rig, tmp_path, fs, fsync=True, jobs=_scaled(10), subset_points=_scaled(40), subsets=2, drains=_scaled(2))
     lost = "\n".join(f"  {job}: {at}" for job, at in list(fig.lost.items())[:20])
     assert not fig.lost, f"{len(fig.lost)} acknowledged jobs lost on {fs} before they started:\n{lost}"
     lost = "\n".join(f"  {job}: {at}" for job, at in list(fig.lost_started.items())[:20])
@@ -123,8 +130,12 @@ def test_a_move_half_undone_under_two_names_still_runs(tmp_path: Path, first: st
     app.send_task("wt.record", args=[out, "twin"], task_id="twin")
     job = app.spool.read(NEW, "twin.json")
     app.spool.close()
-    names = {"new": "twin.json", "ready": job_name(READY, job), "active": "twin.json",
-             "delayed": job_name(DELAYED, job, job.enqueued_at)}  # fmt: skip
+    names = {
+        "new": "twin.json",
+        "ready": job_name(READY, job),
+        "active": "twin.json",
+        "delayed": job_name(DELAYED, job, job.enqueued_at),
+    }
     if first != "new":
         os.rename(spool / "new" / "twin.json", spool / first / names[first])
     os.link(spool / first / names[first], spool / second / names[second])

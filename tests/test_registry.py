@@ -50,8 +50,12 @@ def test_spoolq_tasks_lists_entry_point_tasks_and_reports_the_broken_one(tmp_pat
     origins = {t["name"]: t["origin"] for t in out["tasks"]}
     assert "entry point echo (ckanext_demo.plugin:task_imports)" in origins["NAME.echofunction"]
     assert "entry point more (ckanext_demo.more)" in origins["demo.more"]
-    assert out["errors"] == [{"source": "entry point broken (ckanext_demo.missing:task_imports)",
-                              "error": "ModuleNotFoundError: No module named 'ckanext_demo.missing'"}]  # fmt: skip
+    assert out["errors"] == [
+        {
+            "source": "entry point broken (ckanext_demo.missing:task_imports)",
+            "error": "ModuleNotFoundError: No module named 'ckanext_demo.missing'",
+        }
+    ]
     assert proc.returncode == 1  # a task source failed to load
     assert not (tmp_path / "spool").exists()  # listing tasks creates no spool
 
@@ -74,8 +78,13 @@ def test_includes_are_imported_and_failures_recorded() -> None:
 
 def test_a_module_that_raises_on_import_is_reported_not_raised(tmp_path: Path) -> None:
     (tmp_path / "exploding_tasks.py").write_text("raise SystemExit('bad config')\n")
-    proc = run_spoolq("tasks", "-I", "exploding_tasks", cwd=tmp_path,
-                      env=subprocess_env(PYTHONPATH=f"{tmp_path}:{subprocess_env()['PYTHONPATH']}"))  # fmt: skip
+    proc = run_spoolq(
+        "tasks",
+        "-I",
+        "exploding_tasks",
+        cwd=tmp_path,
+        env=subprocess_env(PYTHONPATH=f"{tmp_path}:{subprocess_env()['PYTHONPATH']}"),
+    )
     assert proc.returncode == 1
     assert "include exploding_tasks: SystemExit: bad config" in proc.stderr
 

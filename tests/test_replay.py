@@ -29,8 +29,9 @@ FAILED_NAME = "20261125T031500.000000Z-j1.json"
 def failed_copy(spool: Path, runs: Path, job_id: str = "j1", name: str = FAILED_NAME) -> Path:
     """A job that failed for good: it appends its id to ``runs`` when it runs."""
     err = make_error("ConnectionError", "refused", "Traceback ...", attempt=3, at=T0)
-    job = Job(id=job_id, task="wt.record", args=[str(runs), job_id], retries=3, max_retries=3, errors=(err,),
-              enqueued_at=T0)  # fmt: skip
+    job = Job(
+        id=job_id, task="wt.record", args=[str(runs), job_id], retries=3, max_retries=3, errors=(err,), enqueued_at=T0
+    )
     s = Spool(spool)
     try:
         s.write(FAILED, name, job)
@@ -141,8 +142,9 @@ def test_a_replay_names_its_failed_copy_and_keeps_unknown_fields(spool: Spool, t
         "garbage-j1.json",
     ],
 )
-def test_the_supervisor_removes_only_a_failed_copy_of_the_same_id(spool: Spool, tmp_path: Path,
-                                                                    replay_of: object) -> None:  # fmt: skip
+def test_the_supervisor_removes_only_a_failed_copy_of_the_same_id(
+    spool: Spool, tmp_path: Path, replay_of: object
+) -> None:
     # Given failed copies of j1 and j2, and files elsewhere a crafted replay_of could name
     for job_id in ("j1", "j2"):
         failed_copy(spool.path, tmp_path / "runs.txt", job_id, f"20261125T031500.000000Z-{job_id}.json")

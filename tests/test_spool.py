@@ -25,8 +25,13 @@ NOW = datetime(2026, 11, 25, 3, 15, tzinfo=timezone.utc)
 
 def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run a snippet in a fresh interpreter (a real producer process)."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # -- layout and delivery ---------------------------------------------------------------------
@@ -77,10 +82,17 @@ def test_lock_probe_does_not_create_the_lock_file(spool: Spool) -> None:
 def test_lock_held_by_another_process_is_seen_with_its_pid(spool: Spool) -> None:
     # Given a real process holding the supervisor lock
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from spoolq.spool import Spool; "
-         "l = Spool(sys.argv[1]).lock(); l.acquire(); print('held', flush=True); time.sleep(30)", str(spool.path)],
-        env=subprocess_env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from spoolq.spool import Spool; "
+            "l = Spool(sys.argv[1]).lock(); l.acquire(); print('held', flush=True); time.sleep(30)",
+            str(spool.path),
+        ],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         # Then others see it held, by that pid, and cannot take it
@@ -180,9 +192,15 @@ def test_concurrent_producers_deliver_every_job_and_a_watcher_never_sees_half_a_
     watcher = threading.Thread(target=_watch, args=(spool.dir(NEW), stop, seen, problems))
     watcher.start()
     try:
-        procs = [subprocess.Popen([sys.executable, "-c", PRODUCER, str(spool.path), f"p{k}", str(per)],
-                                  env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-                 for k in range(producers)]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", PRODUCER, str(spool.path), f"p{k}", str(per)],
+                env=subprocess_env(),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(producers)
+        ]
         for p in procs:
             _, err = p.communicate(timeout=50)
             assert p.returncode == 0, err
@@ -216,9 +234,17 @@ for i in range(int(sys.argv[3])):
 def test_two_processes_racing_on_one_id_exactly_one_wins(spool: Spool) -> None:
     # Given two producer processes enqueueing the same 150 ids at the same moment
     n = 150
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(spool.path), who, str(n)], env=subprocess_env(),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for who in ("a", "b")]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(spool.path), who, str(n)],
+            env=subprocess_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("a", "b")
+    ]
     outs = [p.communicate("go\n", timeout=50) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
     # Then every id was won exactly once and lost exactly once, and new/ holds one file per id

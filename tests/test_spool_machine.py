@@ -47,6 +47,7 @@ class _MachineClock:
     def mono(self) -> float:
         return time.monotonic()
 
+
 pytestmark = pytest.mark.timeout(240)
 
 KINDS = {
@@ -79,8 +80,14 @@ class SpoolMachine(RuleBasedStateMachine):
         self.sup = self._new_supervisor()
 
     def _new_supervisor(self) -> Supervisor:
-        sup = Supervisor(Spool(self.spool_dir, fsync=False), self.registry, concurrency=2, rescan_interval=0.0,
-                         clock=_MachineClock(self), shutdown_timeout=0.0)  # fmt: skip
+        sup = Supervisor(
+            Spool(self.spool_dir, fsync=False),
+            self.registry,
+            concurrency=2,
+            rescan_interval=0.0,
+            clock=_MachineClock(self),
+            shutdown_timeout=0.0,
+        )
         sup.start()
         return sup
 
@@ -145,7 +152,7 @@ class SpoolMachine(RuleBasedStateMachine):
         for s in old.pool.slots:
             _kill(s.process.pid)
         old.pool.stop()
-        old.watcher.stop()
+        old.wakeups.watcher.stop()
         old.lock.release()
         old.waker.close()
         old.spool.close()
@@ -204,7 +211,9 @@ class SpoolMachine(RuleBasedStateMachine):
 
 
 SpoolMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=40, deadline=None,
+    max_examples=40,
+    stateful_step_count=40,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
+)
 test_spool_machine = SpoolMachine.TestCase

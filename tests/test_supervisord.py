@@ -48,8 +48,9 @@ def program_section(tmp_path: Path) -> dict[str, str]:
     parser.read(REPO_DIR / "supervisor.conf", encoding="utf-8")
     program = dict(parser["program:spoolq"])
     assert program["command"] == "spoolq worker --config /etc/spoolq/spoolq.ini"
-    program["command"] = shlex.join([sys.executable, "-m", "spoolq", "worker", "--config",
-                                     str(tmp_path / "spoolq.ini")])  # fmt: skip
+    program["command"] = shlex.join(
+        [sys.executable, "-m", "spoolq", "worker", "--config", str(tmp_path / "spoolq.ini")]
+    )
     program["directory"] = str(tmp_path)
     for key in ("stdout_logfile", "stderr_logfile"):
         program[key] = str(tmp_path / "log" / Path(program[key]).name)
@@ -82,8 +83,12 @@ def write_conf(tmp_path: Path) -> Path:
 
 
 def ctl(conf: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -111,8 +116,13 @@ def supervisord(tmp_path: Path) -> Iterator[Path]:
     )
     conf = write_conf(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLQ_")}
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     try:
         wait_for(lambda: "RUNNING" in ctl(conf, "status", "spoolq").stdout, 30, "the spoolq program to be RUNNING")
         yield conf
@@ -151,8 +161,9 @@ def test_stop_mid_job_loses_nothing_and_start_drains(supervisord: Path, tmp_path
 
     # Then everything drains, each job exactly once
     wait_for(lambda: "end 4" in lines(log), 60, "the last job to finish")
-    wait_for(lambda: all(names(spool / s) == [] for s in ("new", "ready", "active", "delayed")), 10,
-             "the spool to drain")  # fmt: skip
+    wait_for(
+        lambda: all(names(spool / s) == [] for s in ("new", "ready", "active", "delayed")), 10, "the spool to drain"
+    )
     assert lines(log) == [f"{w} {n}" for n in range(5) for w in ("start", "end")]
     assert names(spool / "failed") == []
     assert "spoolq worker" in (tmp_path / "log" / "worker.out.log").read_text()

@@ -30,8 +30,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "disk"
     mnt.mkdir()
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
-                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot mount a tmpfs: {exc}")
     if done.returncode != 0:
@@ -87,8 +91,14 @@ def test_supervisor_on_a_full_disk_keeps_jobs_and_carries_on(small_disk: Path, t
     for job_id in ids:
         app.send_task("torture.keep", args=[str(run_log), job_id, 0.4], task_id=job_id)
     with open(log, "wb") as out:
-        worker = subprocess.Popen(worker_argv(spool_dir, "--loglevel", "INFO"), env=child_env(), cwd=TESTS_DIR,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        worker = subprocess.Popen(
+            worker_argv(spool_dir, "--loglevel", "INFO"),
+            env=child_env(),
+            cwd=TESTS_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait(lambda: os.listdir(app.spool.dir(ACTIVE)), "a job to start")
         # When the disk fills up while the jobs run
@@ -127,8 +137,12 @@ def test_enqueue_with_no_inodes_left_raises_spool_error_and_leaves_nothing(tmp_p
     # Given a spool on a filesystem whose inodes are all used (a tmpfs with a few of them)
     mnt = tmp_path / "inodes"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=32,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=32,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}")
     try:

@@ -33,8 +33,25 @@ from spoolq.supervisor import Supervisor
 pytestmark = [pytest.mark.torture, pytest.mark.timeout(900)]
 
 MAX_JOB_SIZE = 16 * 1024
-FIELDS = ["v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "retries", "max_retries", "errors",
-          "priority", "expires", "time_limit", "queue", "result_ttl", "finished_at", "result_expires"]  # fmt: skip
+FIELDS = [
+    "v",
+    "id",
+    "task",
+    "args",
+    "kwargs",
+    "enqueued_at",
+    "eta",
+    "retries",
+    "max_retries",
+    "errors",
+    "priority",
+    "expires",
+    "time_limit",
+    "queue",
+    "result_ttl",
+    "finished_at",
+    "result_expires",
+]
 
 
 @dataclass
@@ -91,8 +108,9 @@ class Rig:
         self.outside = Outside(root / "outside")
         self.outside.make()
         self.spool = Spool(root / "spool", max_job_size=MAX_JOB_SIZE, fsync=False)
-        self.sup = Supervisor(self.spool, discover(["torture_tasks"], use_entry_points=False), concurrency=1,
-                              rescan_interval=0.0)  # fmt: skip
+        self.sup = Supervisor(
+            self.spool, discover(["torture_tasks"], use_entry_points=False), concurrency=1, rescan_interval=0.0
+        )
         self.sup.start()
         self.stats = Stats()
         self.n = 0
@@ -106,8 +124,12 @@ class Rig:
             except Exception as exc:  # noqa: BLE001 - that is what is counted
                 self.stats.crashes.append(f"{type(exc).__name__}: {exc}")
                 raise
-            if not os.listdir(self.spool.dir(NEW)) and not os.listdir(self.spool.dir(READY)) \
-                    and not self.sup.pool.busy() and not os.listdir(self.spool.dir(ACTIVE)):  # fmt: skip
+            if (
+                not os.listdir(self.spool.dir(NEW))
+                and not os.listdir(self.spool.dir(READY))
+                and not self.sup.pool.busy()
+                and not os.listdir(self.spool.dir(ACTIVE))
+            ):
                 return
             assert time.monotonic() < deadline, f"stuck: new/ {os.listdir(self.spool.dir(NEW))[:5]}"
             time.sleep(0.002)
@@ -140,12 +162,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-names = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1,
-                max_size=40).filter(lambda n: n not in (".", "..") and len(n.encode()) < 200)  # fmt: skip
+names = st.text(
+    st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=40
+).filter(lambda n: n not in (".", "..") and len(n.encode()) < 200)
 # Any byte string can be a file name; Python carries the bytes that are not UTF-8 as surrogates.
-byte_names = st.binary(min_size=1, max_size=60).filter(
-    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
-).map(os.fsdecode)
+byte_names = (
+    st.binary(min_size=1, max_size=60)
+    .filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+    .map(os.fsdecode)
+)
 
 
 def _base(job_id: str) -> dict:
@@ -155,8 +180,24 @@ def _base(job_id: str) -> dict:
 @st.composite
 def garbage(draw: st.DrawFn) -> tuple[str, str, object]:
     """(kind, file name, content): content is bytes, or a marker for special files."""
-    kind = draw(st.sampled_from(["bytes", "json", "wrong-type", "missing-field", "unknown-task", "bomb", "huge",
-                                 "symlink", "directory", "fifo", "odd-name", "byte-name"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            [
+                "bytes",
+                "json",
+                "wrong-type",
+                "missing-field",
+                "unknown-task",
+                "bomb",
+                "huge",
+                "symlink",
+                "directory",
+                "fifo",
+                "odd-name",
+                "byte-name",
+            ]
+        )
+    )
     job_id = "g" + draw(st.text("abcdef0123456789", min_size=8, max_size=8))
     name = f"{job_id}.json"
     if kind == "bytes":
@@ -281,8 +322,9 @@ def test_a_real_burst_worker_over_a_batch_of_garbage(tmp_path: Path) -> None:
     for job_id in good:
         app.send_task("torture.record", args=[str(run_log), job_id], task_id=job_id)
     # When `spoolq worker --burst` runs over it
-    done = subprocess.run(worker_argv(spool_dir, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        worker_argv(spool_dir, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True, text=True, timeout=120
+    )
     # Then it exits 0, every good job ran, every piece of garbage is in failed/
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -308,16 +350,22 @@ def test_a_name_that_is_not_utf8_is_quarantined_and_the_loop_goes_on(tmp_path: P
     env = child_env(PYTHONIOENCODING="utf-8:strict")  # what a UTF-8 locale gives a terminal
     # When listing and checking it from the command line, output is printable and nothing crashes
     for args in (["ls", "new"], ["ls", "new", "--json"], ["fsck"], ["fsck", "--json"]):
-        out = subprocess.run([sys.executable, "-m", "spoolq", "--spool", str(spool_dir), *args], env=env,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "spoolq", "--spool", str(spool_dir), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "Traceback" not in out.stderr, (args, out.stderr[-2000:])
         assert out.returncode in (0, 1), (args, out.returncode, out.stderr[-2000:])
         assert "\x1b" not in out.stdout, args  # no raw escape reaches the terminal
     # and when a burst worker runs, it exits 0, the good job ran, and each bad file is in
     # failed/ with a readable reason (run twice: the first run must not poison the next)
     for _ in range(2):
-        done = subprocess.run(worker_argv(spool_dir, "--burst"), env=env, cwd=TESTS_DIR, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            worker_argv(spool_dir, "--burst"), env=env, cwd=TESTS_DIR, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
         assert "\x1b" not in done.stderr
@@ -331,8 +379,13 @@ def test_a_name_that_is_not_utf8_is_quarantined_and_the_loop_goes_on(tmp_path: P
     # and fsck finds the spool clean; its repair path, given another such file, works too
     with open(new + b"/\xfa\xfb.json", "wb") as f:
         f.write(b"{}")
-    fixed = subprocess.run([sys.executable, "-m", "spoolq", "--spool", str(spool_dir), "fsck", "--repair"], env=env,
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    fixed = subprocess.run(
+        [sys.executable, "-m", "spoolq", "--spool", str(spool_dir), "fsck", "--repair"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "\\xfa\\xfb" in fixed.stdout and os.listdir(app.spool.dir(NEW)) == []
     app.spool.close()

@@ -69,8 +69,9 @@ def test_no_space_for_a_move_backs_off_then_nothing_is_lost(tmp_path: Path) -> N
         # Given a spool whose lock file exists, 300 jobs due in an hour in new/, a disk filled
         # to the last block, and delayed/'s blocks full of other names: no job can be moved
         # into delayed/, and nothing leaves it to make room
-        done = subprocess.run(worker_argv(spool, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            worker_argv(spool, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         ids = [f"m{i:04d}-{'x' * 40}" for i in range(300)]
         _enqueue(spool, ids, run_log, countdown=3600)
@@ -133,8 +134,9 @@ def test_a_spool_turned_read_only_backs_off_and_loses_nothing(tmp_path: Path) ->
         assert "Traceback" not in worker.text()
         # and once the filesystem is checked and mounted again, every job runs exactly once
         repair_ext4(disk)
-        done = subprocess.run(worker_argv(spool, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            worker_argv(spool, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         ran = read_lines(run_log)
         assert sorted(ran) == sorted(["warm", *ids]) and not duplicates(ran)
@@ -208,8 +210,15 @@ def test_burst_gives_up_with_status_3_when_it_cannot_make_progress(tmp_path: Pat
     os.chmod(spool / FAILED, 0o500)
     # When a burst worker runs
     started = time.monotonic()
-    done = subprocess.run(worker_argv(spool, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                          text=True, timeout=120, preexec_fn=drop_permission_override)  # fmt: skip
+    done = subprocess.run(
+        worker_argv(spool, "--burst"),
+        env=child_env(),
+        cwd=TESTS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=drop_permission_override,
+    )
     os.chmod(spool / FAILED, 0o700)
     # Then the good job ran, and it exits 3 saying why instead of waiting for ever
     assert read_lines(run_log) == ["good"]
@@ -237,8 +246,15 @@ def test_removed_state_directories_are_created_again(tmp_path: Path) -> None:
             _enqueue(spool, [f"later{n}"], run_log, countdown=0.3)
             _enqueue(spool, [f"fail{n}"], run_log, task="torture.fail")
             _enqueue(spool, [f"keep{n}"], run_log, task="torture.keep")
-            worker.wait_for(lambda n=n: {f"now{n}", f"later{n}", f"fail{n}", f"keep{n}"} <= set(read_lines(run_log))
-                            and _settled(spool) and not os.listdir(spool / DELAYED), f"the jobs after {state}/", 30)
+            worker.wait_for(
+                lambda n=n: (
+                    {f"now{n}", f"later{n}", f"fail{n}", f"keep{n}"} <= set(read_lines(run_log))
+                    and _settled(spool)
+                    and not os.listdir(spool / DELAYED)
+                ),
+                f"the jobs after {state}/",
+                30,
+            )
             assert any(f.endswith(f"-fail{n}.json") for f in os.listdir(spool / FAILED)), state
             assert f"keep{n}.json" in os.listdir(spool / DONE), state
         _assert_backs_off(worker, "after the directories came back")
@@ -305,8 +321,9 @@ def test_a_spool_moved_away_stops_its_worker_and_no_job_runs_twice(tmp_path: Pat
     assert os.listdir(moved / ACTIVE) == []
     assert [n for n in os.listdir(moved / READY)] and len(os.listdir(moved / READY)) == 1  # the third, untouched
     # and a worker on the moved spool runs what is left there: each job ran exactly once
-    done = subprocess.run(worker_argv(moved, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        worker_argv(moved, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ran = read_lines(run_log)
     assert sorted(ran) == ["fresh", "s0", "s1", "s2"], ran

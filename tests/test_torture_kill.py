@@ -30,8 +30,14 @@ pytestmark = [pytest.mark.torture, pytest.mark.timeout(int(600 * max(1.0, SCALE)
 def _start_worker(spool: Path, log: Path, *extra: str) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed with it
     try:
-        return subprocess.Popen(worker_argv(spool, *extra), env=child_env(), cwd=TESTS_DIR, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            worker_argv(spool, *extra),
+            env=child_env(),
+            cwd=TESTS_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     finally:
         out.close()
 
@@ -54,15 +60,31 @@ def _wait_unlocked(spool: Spool, timeout_s: float = 30) -> None:
 
 def _producer(spool: Path, run_log: Path, ack_log: Path, prefix: str, count: int, pause_s: float = 0.0):
     return subprocess.Popen(
-        [sys.executable, str(TESTS_DIR / "torture_tasks.py"), "produce", str(spool), str(run_log), str(ack_log),
-         prefix, str(count), str(pause_s)],
-        env=child_env(), cwd=TESTS_DIR, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TESTS_DIR / "torture_tasks.py"),
+            "produce",
+            str(spool),
+            str(run_log),
+            str(ack_log),
+            prefix,
+            str(count),
+            str(pause_s),
+        ],
+        env=child_env(),
+        cwd=TESTS_DIR,
+        start_new_session=True,
+    )
 
 
 def _drain(spool_dir: Path, log: Path) -> None:
-    done = subprocess.run(worker_argv(spool_dir, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                          timeout=300 * max(1.0, SCALE))  # fmt: skip
+    done = subprocess.run(
+        worker_argv(spool_dir, "--burst"),
+        env=child_env(),
+        cwd=TESTS_DIR,
+        capture_output=True,
+        timeout=300 * max(1.0, SCALE),
+    )
     with log.open("ab") as f:
         f.write(done.stdout + done.stderr)
     assert done.returncode == 0, (done.stdout + done.stderr).decode()[-3000:]
@@ -73,8 +95,10 @@ def _assert_nothing_lost(spool: Spool, ack_log: Path, run_log: Path, what: str) 
     ran = read_lines(run_log)
     lost = sorted(set(acked) - set(ran))
     dups = duplicates(ran)
-    print(f"\n{what}: {len(acked)} acknowledged, {len(set(ran))} ran, {len(lost)} lost, "
-          f"{sum(n - 1 for n in dups.values())} duplicate run(s): {sorted(dups)[:20]}")  # fmt: skip
+    print(
+        f"\n{what}: {len(acked)} acknowledged, {len(set(ran))} ran, {len(lost)} lost, "
+        f"{sum(n - 1 for n in dups.values())} duplicate run(s): {sorted(dups)[:20]}"
+    )
     assert not lost, f"{len(lost)} acknowledged job(s) never ran: {lost[:20]}"
     for state in (NEW, READY, ACTIVE, DELAYED):
         assert os.listdir(spool.dir(state)) == [], f"{state}/ is not empty"

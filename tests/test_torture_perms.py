@@ -36,8 +36,9 @@ def test_default_modes_are_0700_and_0600(tmp_path: Path) -> None:
         assert _mode(root / state) == 0o700, state
     assert _mode(root / NEW / "j1.json") == 0o600
     # and the supervisor's own writes and moves keep 0600
-    done = subprocess.run(worker_argv(root, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        worker_argv(root, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert _mode(root / "spoolq.lock") & 0o077 == 0
     app.spool.close()
@@ -80,8 +81,9 @@ def test_unsafe_spools_are_refused_by_producer_and_worker(tmp_path: Path) -> Non
             spoolq.App(root).send_task("torture.record", args=["x", "y"], task_id="j2")
         assert sorted(os.listdir(root / NEW)) == before, what
         # The worker refuses too: exit status 3, a one-line error naming the cause
-        done = subprocess.run(worker_argv(root, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            worker_argv(root, "--burst"), env=child_env(), cwd=TESTS_DIR, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 3, (what, done.returncode, done.stderr[-2000:])
         assert message in done.stderr, (what, done.stderr[-2000:])
         assert "Traceback" not in done.stderr

@@ -64,8 +64,10 @@ def test_a_child_killed_from_outside_is_replaced_and_its_job_retried(tmp_path):
         job_id = app.send_task("wt.die", args=[out, "victim", "external"]).id
         killed: list[int] = []
         for attempt in range(3):
-            started = wait_for(lambda a=attempt: len([ln for ln in lines(out) if ln.startswith("victim")]) > a,
-                               what=f"attempt {attempt + 1}")  # fmt: skip
+            started = wait_for(
+                lambda a=attempt: len([ln for ln in lines(out) if ln.startswith("victim")]) > a,
+                what=f"attempt {attempt + 1}",
+            )
             assert started
             pid = int([ln for ln in lines(out) if ln.startswith("victim")][attempt].split()[1])
             assert pid not in killed

@@ -43,8 +43,14 @@ def test_bad_files_go_to_failed_with_the_reason_and_the_loop_goes_on(tmp_path):
     _drop(spool_, "garbage.json", b"\xff\xfe this is not json {")
     _drop(spool_, "invalid.json", json.dumps({"v": 1, "id": "invalid", "args": []}).encode())
     os.mkfifo(spool / "new" / "fifo.json")
-    unknown = {"v": 1, "id": "unknown-1", "task": "wt.nope", "args": [], "kwargs": {},
-               "enqueued_at": "2026-01-01T00:00:00.000000Z"}  # fmt: skip
+    unknown = {
+        "v": 1,
+        "id": "unknown-1",
+        "task": "wt.nope",
+        "args": [],
+        "kwargs": {},
+        "enqueued_at": "2026-01-01T00:00:00.000000Z",
+    }
     _drop(spool_, "unknown-1.json", json.dumps(unknown).encode())
     w = Worker(spool, "-c", "1").wait_ready()
     try:

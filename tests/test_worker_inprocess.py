@@ -17,7 +17,7 @@ def test_close_gives_back_the_signal_handlers_and_the_wakeup_fd(tmp_path):
     sup.start()
     sup.install_signal_handlers()
     assert signal.getsignal(signal.SIGTERM) == sup._on_signal
-    waker_fd = sup.waker.write_fd
+    waker_fd = sup.wakeups.waker.write_fd
 
     sup.close()
 
@@ -36,8 +36,12 @@ def test_a_flood_in_new_is_taken_in_by_bounded_batches_without_stopping_the_loop
     n = INGEST_BATCH * 2 + 10
     app = App(tmp_path / "spool", fsync=False)
     app.send_many([("wt.noop", None, None) for _ in range(n)])
-    sup = Supervisor(Spool(tmp_path / "spool", fsync=False), discover(["worker_tasks"], use_entry_points=False),
-                     concurrency=1, rescan_interval=3600)  # fmt: skip
+    sup = Supervisor(
+        Spool(tmp_path / "spool", fsync=False),
+        discover(["worker_tasks"], use_entry_points=False),
+        concurrency=1,
+        rescan_interval=3600,
+    )
     sup.start()
     try:
         # The start took in one whole listing (priority order for what was queued before

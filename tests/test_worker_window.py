@@ -38,8 +38,7 @@ def test_a_backlog_beyond_the_window_runs_once_each_in_priority_order(tmp_path, 
     app = App(spool, fsync=False)
     app.send_many([{"name": "wt.record", "args": [ran, f"low-{i}"], "priority": 0} for i in range(50)])
     app.send_many([{"name": "wt.record", "args": [ran, f"high-{i}"], "priority": 5} for i in range(10)])
-    sup = Supervisor(Spool(spool, fsync=False), discover(["worker_tasks"], use_entry_points=False),
-                     concurrency=1)  # fmt: skip
+    sup = Supervisor(Spool(spool, fsync=False), discover(["worker_tasks"], use_entry_points=False), concurrency=1)
     sup.start()
     try:
         # When it drains them
@@ -58,8 +57,9 @@ def test_an_urgent_job_arriving_during_a_spilled_backlog_jumps_the_queue(tmp_pat
     spool, ran = tmp_path / "spool", str(tmp_path / "ran")
     app = App(spool, fsync=False)
     app.send_many([{"name": "wt.record", "args": [ran, f"low-{i}"]} for i in range(40)])
-    sup = Supervisor(Spool(spool, fsync=False), discover(["worker_tasks"], use_entry_points=False),
-                     concurrency=1, rescan_interval=0)  # tick() lists new/ every time  # fmt: skip
+    sup = Supervisor(
+        Spool(spool, fsync=False), discover(["worker_tasks"], use_entry_points=False), concurrency=1, rescan_interval=0
+    )  # tick() lists new/ every time
     sup.start()
     try:
         for _ in range(3):

@@ -68,8 +68,21 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def worker_argv(spool: Path, *extra: str, concurrency: int = 2) -> list[str]:
     """``python -m spoolq worker`` on ``spool`` with these tasks."""
-    return [sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "-c", str(concurrency),
-            "-I", "torture_tasks", "--loglevel", "WARNING", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "spoolq",
+        "--spool",
+        str(spool),
+        "worker",
+        "-c",
+        str(concurrency),
+        "-I",
+        "torture_tasks",
+        "--loglevel",
+        "WARNING",
+        *extra,
+    ]
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -137,7 +150,13 @@ def produce(spool: str, run_log: str, ack_log: str, prefix: str, count: int, pau
 
 if __name__ == "__main__":
     if len(sys.argv) >= 7 and sys.argv[1] == "produce":
-        produce(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]),
-                float(sys.argv[7]) if len(sys.argv) > 7 else 0.0)  # fmt: skip
+        produce(
+            sys.argv[2],
+            sys.argv[3],
+            sys.argv[4],
+            sys.argv[5],
+            int(sys.argv[6]),
+            float(sys.argv[7]) if len(sys.argv) > 7 else 0.0,
+        )
     else:
         sys.exit(__doc__)

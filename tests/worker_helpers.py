@@ -38,15 +38,27 @@ def wait_for(predicate: Callable[[], Any], timeout: float = HANG_S, what: str = 
 class Worker:
     """A real ``python -m spoolq worker`` process in its own session (process group)."""
 
-    def __init__(self, spool: Path, *args: str, log: Path | None = None, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spool: Path,
+        *args: str,
+        log: Path | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.spool = spool
         self.log = log or spool.parent / f"worker-{time.monotonic_ns()}.log"
         self.out = self.log.with_suffix(".out")
         cmd = [sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "-I", "worker_tasks", *args]
         with open(self.log, "wb") as err, open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd or spool.parent,
-                                         env=env or subprocess_env(), start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=err,
+                cwd=cwd or spool.parent,
+                env=env or subprocess_env(),
+                start_new_session=True,
+            )
         self.pid = self.proc.pid
 
     def text(self) -> str:

@@ -30,8 +30,7 @@ from bench.peers._redis import ensure_redis
 from bench.peers._workloads import WORKLOADS as _WORKLOAD_FUNCS
 from bench.peers._workloads import BenchTimeout, Run
 
-__all__ = ["DEFAULT_SCALE", "PEERS", "QUICK_SCALE", "WORKLOADS", "PeerBench", "ensure_redis",
-           "run_peer"]
+__all__ = ["DEFAULT_SCALE", "PEERS", "QUICK_SCALE", "WORKLOADS", "PeerBench", "ensure_redis", "run_peer"]
 
 WORKLOADS: tuple[str, ...] = tuple(_WORKLOAD_FUNCS)
 
@@ -79,8 +78,7 @@ QUICK_SCALE: dict[str, Any] = {
 }
 
 
-def run_peer(name: str | PeerBench, workload: str, scale: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
+def run_peer(name: str | PeerBench, workload: str, scale: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure one workload for one peer and return its numbers (see the module doc).
 
     ``name`` is a key of ``PEERS``, or a ``PeerBench`` not in it (how the main harness
@@ -97,8 +95,7 @@ def run_peer(name: str | PeerBench, workload: str, scale: dict[str, Any] | None 
     if workload not in _WORKLOAD_FUNCS:
         raise KeyError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
     full_scale = {**DEFAULT_SCALE, **(scale or {})}
-    base: dict[str, Any] = {"peer": name, "workload": workload,
-                            "durability": peer.durability, "workers": peer.workers}
+    base: dict[str, Any] = {"peer": name, "workload": workload, "durability": peer.durability, "workers": peer.workers}
     if peer.skip:
         return {**base, "status": "skipped", "skipped": peer.skip, "seconds": 0.0}
     t0 = time.monotonic()
@@ -113,8 +110,7 @@ def run_peer(name: str | PeerBench, workload: str, scale: dict[str, Any] | None 
     except BenchTimeout as e:
         result = {**e.partial, "status": "timeout", "timeout": str(e)}
     except Exception as e:  # noqa: BLE001 - report any peer failure in the table
-        result = {"status": "error", "error": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc(limit=3)}
+        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=3)}
     result.setdefault("status", "skipped" if "skipped" in result else "ok")
     return {**base, **result, "seconds": round(time.monotonic() - t0, 2)}
 

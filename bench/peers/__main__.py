@@ -44,8 +44,7 @@ def cell(r: dict[str, Any]) -> str:
     if "p50_ms" in r:
         return f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f} ms{mark}"
     if "lateness_p50_ms" in r and "lateness_p99_ms" in r:
-        return (f"{r['lateness_p50_ms']:.0f}/{r['lateness_p99_ms']:.0f} ms,"
-                f" {r['idle_cpu_pct']:.1f}%{mark}")
+        return f"{r['lateness_p50_ms']:.0f}/{r['lateness_p99_ms']:.0f} ms, {r['idle_cpu_pct']:.1f}%{mark}"
     return "timeout" if status == "timeout" else "?"
 
 
@@ -56,8 +55,7 @@ def table(results: list[dict[str, Any]], workloads: list[str]) -> str:
     head = ["peer", *(HEADERS[w] for w in workloads), "durability"]
     rows = [head, ["---"] * len(head)]
     for p in peers:
-        rows.append([p, *(cell(by[(p, w)]) if (p, w) in by else "" for w in workloads),
-                     PEERS[p].durability])
+        rows.append([p, *(cell(by[(p, w)]) if (p, w) in by else "" for w in workloads), PEERS[p].durability])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -75,9 +73,11 @@ def notes(results: list[dict[str, Any]]) -> str:
                 seen_skips.add(key)
                 lines.append(f"- {r['peer']}: {r['skipped']}")
             continue
-        extra = {k: v for k, v in r.items()
-                 if k not in {"peer", "workload", "durability", "workers", "status",
-                              "traceback", "loadavg_1m_before"}}
+        extra = {
+            k: v
+            for k, v in r.items()
+            if k not in {"peer", "workload", "durability", "workers", "status", "traceback", "loadavg_1m_before"}
+        }
         if r["status"] != "ok" or r["workload"] in {"drain", "latency", "delayed"}:
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in extra.items())
             lines.append(f"- {r['peer']} / {r['workload']}: {r['status']}: {shown}")
@@ -104,14 +104,20 @@ def parse_set(items: list[str], base: dict[str, Any] = DEFAULT_SCALE) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected peers x workloads, print the table, optionally save JSON."""
-    ap = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.peers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     ap.add_argument("--peer", action="append", choices=list(PEERS), help="repeatable")
     ap.add_argument("--workload", action="append", choices=list(WORKLOADS), help="repeatable")
     ap.add_argument("--json", metavar="FILE", help="also write all results as JSON")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one scale value, e.g. --set n_drain=5000")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one scale value, e.g. --set n_drain=5000",
+    )
     args = ap.parse_args(argv)
 
     scale = {**(QUICK_SCALE if args.quick else DEFAULT_SCALE), **parse_set(args.set)}
@@ -127,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             for w in workloads:
                 r = run_peer(p, w, scale)
                 results.append(r)
-                print(f"{p:15} {w:13} {r['status']:8} {cell(r):28} {r['seconds']:6.1f} s",
-                      file=sys.stderr, flush=True)
+                print(f"{p:15} {w:13} {r['status']:8} {cell(r):28} {r['seconds']:6.1f} s", file=sys.stderr, flush=True)
                 if args.json:  # after each measurement: an interrupted run keeps its data
                     _save(args.json, scale, time.monotonic() - t0, results)
     total = time.monotonic() - t0
@@ -136,19 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, workloads))
     print()
     print(notes(results))
-    print(f"\n{len(results)} measurements in {total:.0f} s on {platform.node()}"
-          f" ({platform.python_implementation()} {platform.python_version()}),"
-          f" scale: {'quick' if args.quick else 'default'}"
-          f"{' + ' + ', '.join(args.set) if args.set else ''};"
-          f" load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-          f" ({os.cpu_count()} CPUs): other work on the host skews the numbers")
+    print(
+        f"\n{len(results)} measurements in {total:.0f} s on {platform.node()}"
+        f" ({platform.python_implementation()} {platform.python_version()}),"
+        f" scale: {'quick' if args.quick else 'default'}"
+        f"{' + ' + ', '.join(args.set) if args.set else ''};"
+        f" load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f" ({os.cpu_count()} CPUs): other work on the host skews the numbers"
+    )
     if args.json:
         _save(args.json, scale, total, results)
     return 0
 
 
-def _save(path: str, scale: dict[str, Any], seconds: float,
-          results: list[dict[str, Any]]) -> None:
+def _save(path: str, scale: dict[str, Any], seconds: float, results: list[dict[str, Any]]) -> None:
     with open(path, "w") as fh:
         json.dump({"scale": scale, "seconds": seconds, "results": results}, fh, indent=1)
 

@@ -39,8 +39,9 @@ def _huey(kind: str, durability: str, redis: bool, prefill_procs: int = 4) -> Pe
         module="bench.peers.tasks_huey",
         workers="huey_consumer -k process -w 2 (default polling: -d 0.1 -m 10 -b 1.15, scheduler 1 s)",
         durability=durability,
-        worker_argvs=((PY, "-m", "huey.bin.huey_consumer", "bench.peers.tasks_huey.huey",
-                       "-k", "process", "-w", "2", "-q"),),
+        worker_argvs=(
+            (PY, "-m", "huey.bin.huey_consumer", "bench.peers.tasks_huey.huey", "-k", "process", "-w", "2", "-q"),
+        ),
         env={"BENCH_HUEY_KIND": kind},
         needs_redis=redis,
         prefill_procs=prefill_procs,
@@ -48,9 +49,21 @@ def _huey(kind: str, durability: str, redis: bool, prefill_procs: int = 4) -> Pe
 
 
 def _rq(name: str, worker_class: str, desc: str) -> PeerBench:
-    argv = (PY, "-m", "rq.cli", "worker", "--url", "{redis_url}", "--with-scheduler",
-            "--worker-class", worker_class, "--logging_level", "WARNING",
-            "--disable-job-desc-logging", "bench")
+    argv = (
+        PY,
+        "-m",
+        "rq.cli",
+        "worker",
+        "--url",
+        "{redis_url}",
+        "--with-scheduler",
+        "--worker-class",
+        worker_class,
+        "--logging_level",
+        "WARNING",
+        "--disable-job-desc-logging",
+        "bench",
+    )
     return PeerBench(
         name=name,
         module="bench.peers.tasks_rq",
@@ -73,10 +86,29 @@ PEERS: dict[str, PeerBench] = {
             module="bench.peers.tasks_celery",
             workers="celery worker -P prefork -c 2 (defaults: prefetch x4, early ack)",
             durability=REDIS_NOT_DURABLE,
-            worker_argvs=((PY, "-m", "celery", "-A", "bench.peers.tasks_celery", "worker",
-                           "-P", "prefork", "-c", "2", "-l", "WARNING", "-Q", "bench",
-                           "-n", "bench@%h", "--without-gossip", "--without-mingle",
-                           "--without-heartbeat"),),
+            worker_argvs=(
+                (
+                    PY,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench.peers.tasks_celery",
+                    "worker",
+                    "-P",
+                    "prefork",
+                    "-c",
+                    "2",
+                    "-l",
+                    "WARNING",
+                    "-Q",
+                    "bench",
+                    "-n",
+                    "bench@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ),
+            ),
             needs_redis=True,
         ),
         PeerBench(
@@ -95,8 +127,7 @@ PEERS: dict[str, PeerBench] = {
             module="bench.peers.tasks_dramatiq",
             workers="dramatiq --processes 2 --threads 1 (2 processes x 1 thread)",
             durability=REDIS_NOT_DURABLE,
-            worker_argvs=((PY, "-m", "dramatiq", "bench.peers.tasks_dramatiq",
-                           "--processes", "2", "--threads", "1"),),
+            worker_argvs=((PY, "-m", "dramatiq", "bench.peers.tasks_dramatiq", "--processes", "2", "--threads", "1"),),
             needs_redis=True,
         ),
     ]

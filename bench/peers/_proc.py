@@ -75,14 +75,24 @@ def tree_cpu_seconds(roots: Sequence[int]) -> float:
     return cpu_seconds(tree_pids(roots))
 
 
-def spawn(argv: Sequence[str], env: dict[str, str], cwd: str, log_path: str,
-          stdin: int | None = None, stdout: int | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str],
+    env: dict[str, str],
+    cwd: str,
+    log_path: str,
+    stdin: int | None = None,
+    stdout: int | None = None,
+) -> subprocess.Popen[bytes]:
     """Start a child as leader of a new session; stderr (and stdout unless piped) to a log."""
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child, closed below
     try:
         return subprocess.Popen(
-            list(argv), env=env, cwd=cwd, stdin=stdin,
-            stdout=stdout if stdout is not None else log, stderr=log,
+            list(argv),
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
             start_new_session=True,
         )
     finally:

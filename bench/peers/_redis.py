@@ -23,7 +23,6 @@ PORT = 6399
 URL = f"redis://127.0.0.1:{PORT}/0"
 
 
-
 @dataclass
 class _Server:
     """The Redis this process started (if any) and how many ``ensure_redis`` hold it."""
@@ -82,9 +81,24 @@ def ensure_redis() -> Iterator[str]:
         exe = _install()
         tmp = tempfile.mkdtemp(prefix="bench-redis-")
         proc = _proc.spawn(
-            [exe, "--port", str(PORT), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", tmp],
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, cwd=tmp, log_path=f"{tmp}/redis.log",
+            [
+                exe,
+                "--port",
+                str(PORT),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                tmp,
+            ],
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            cwd=tmp,
+            log_path=f"{tmp}/redis.log",
         )
         _state.proc, _state.tmp = proc, tmp
         deadline = time.monotonic() + 10

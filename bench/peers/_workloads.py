@@ -95,8 +95,9 @@ def empty_graveyards() -> float:
 atexit.register(empty_graveyards)  # also on an error or Ctrl-C (SIGTERM/SIGHUP: see __main__)
 
 
-def wait_disk_quiet(scratch: str | os.PathLike[str], max_us: float = QUIET_CREATE_US,
-                    max_wait_s: float = QUIET_MAX_WAIT_S) -> dict[str, float]:
+def wait_disk_quiet(
+    scratch: str | os.PathLike[str], max_us: float = QUIET_CREATE_US, max_wait_s: float = QUIET_MAX_WAIT_S
+) -> dict[str, float]:
     """Wait until creating a file in ``scratch`` is cheap; return the wait and the last cost.
 
     Every ``QUIET_EVERY_S`` seconds, times ``QUIET_FILES`` creations (open O_CREAT|O_EXCL +
@@ -198,8 +199,9 @@ class Run:
         except OSError:
             return ""
 
-    def produce(self, cmd: dict[str, Any], procs: int = 1, budget: float | None = None,
-                quiet: bool = False) -> tuple[float, float, int]:
+    def produce(
+        self, cmd: dict[str, Any], procs: int = 1, budget: float | None = None, quiet: bool = False
+    ) -> tuple[float, float, int]:
         """Run ``procs`` producer processes released together; return (t0, t1, jobs).
 
         t0 is the earliest start and t1 the latest end of the enqueue loops, so the rate
@@ -212,9 +214,14 @@ class Run:
         started: list[tuple[subprocess.Popen[bytes], str]] = []
         for i in range(procs):
             log = f"producer-{cmd['mode']}-{i}"
-            p = _proc.spawn([_PY, "-m", "bench.peers.producer", self.peer.module,
-                             json.dumps(cmd)], self.env, self.tmp, self._log(log),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            p = _proc.spawn(
+                [_PY, "-m", "bench.peers.producer", self.peer.module, json.dumps(cmd)],
+                self.env,
+                self.tmp,
+                self._log(log),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
             self.procs.append(p)
             started.append((p, log))
         for p, log in started:
@@ -234,14 +241,15 @@ class Run:
                 raise RuntimeError(f"producer failed: {self.tail(log)}")
             results.append(json.loads(line))
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        return (min(r["t0"] for r in results), max(r["t1"] for r in results),
-                sum(r["n"] for r in results))
+        return (min(r["t0"] for r in results), max(r["t1"] for r in results), sum(r["n"] for r in results))
 
     def wait_quiet(self) -> None:
         """``wait_disk_quiet`` in this workload's temp dir, limits from the scale."""
-        self.quiet = wait_disk_quiet(os.path.join(self.tmp, "quiet"),
-                                     float(self.scale.get("quiet_create_us", QUIET_CREATE_US)),
-                                     float(self.scale.get("quiet_max_wait_s", QUIET_MAX_WAIT_S)))
+        self.quiet = wait_disk_quiet(
+            os.path.join(self.tmp, "quiet"),
+            float(self.scale.get("quiet_create_us", QUIET_CREATE_US)),
+            float(self.scale.get("quiet_max_wait_s", QUIET_MAX_WAIT_S)),
+        )
 
     def prefill_noop(self, n: int) -> None:
         """Queue ``n`` no-op jobs before the workers start (not measured)."""
@@ -249,8 +257,7 @@ class Run:
             self.produce({"mode": "bulk", "n": n, "batch": 1000}, budget=self.prefill_budget)
         else:
             k = self.peer.prefill_procs
-            self.produce({"mode": "noop", "n": _ceil_div(n, k)}, procs=k,
-                         budget=self.prefill_budget)
+            self.produce({"mode": "noop", "n": _ceil_div(n, k)}, procs=k, budget=self.prefill_budget)
 
     @property
     def prefill_budget(self) -> float:
@@ -345,8 +352,7 @@ def enqueue_bulk(run: Run) -> dict[str, Any]:
     if not run.peer.has_bulk:
         return {"skipped": "n/a: no bulk enqueue API"}
     batch = int(run.scale.get("bulk_batch", 500))
-    t0, t1, n = run.produce({"mode": "bulk", "n": run.scale["n_enqueue"], "batch": batch},
-                            quiet=True)
+    t0, t1, n = run.produce({"mode": "bulk", "n": run.scale["n_enqueue"], "batch": batch}, quiet=True)
     return {"jobs_per_s": n / (t1 - t0), "jobs": n, "batch": batch, **run.quiet}
 
 
@@ -365,8 +371,11 @@ def drain(run: Run) -> dict[str, Any]:
     except BenchTimeout as e:
         done = int(e.partial["done"])
         elapsed = time.time() - t_spawn
-        e.partial = {"jobs_per_s": done / elapsed, "jobs": done,
-                     "note": f"partial: {done}/{n} done when the {elapsed:.0f} s budget ran out"}
+        e.partial = {
+            "jobs_per_s": done / elapsed,
+            "jobs": done,
+            "note": f"partial: {done}/{n} done when the {elapsed:.0f} s budget ran out",
+        }
         raise
     assert first is not None
     out = {"jobs_per_s": n / (t_end - t_spawn), "jobs": n, "startup_s": first - t_spawn}
@@ -385,8 +394,13 @@ def latency(run: Run) -> dict[str, Any]:
     run.produce({"mode": "latency", "n": n, "pause": run.scale["latency_pause_s"]}, quiet=True)
     stamps = run.wait_stamps(n, deadline + run.quiet["quiet_wait_s"])
     lat = [(start - ref) * 1000 for ref, start in stamps]
-    return {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-            "max_ms": max(lat), "jobs": len(lat), **run.quiet}
+    return {
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": max(lat),
+        "jobs": len(lat),
+        **run.quiet,
+    }
 
 
 def _wait_quiet(run: Run, deadline: float) -> float:
@@ -417,36 +431,45 @@ def delayed(run: Run) -> dict[str, Any]:
     """
     n_far, n_soon = int(run.scale["n_delayed_far"]), int(run.scale["n_delayed_soon"])
     k = run.peer.prefill_procs
-    run.produce({"mode": "far", "n": _ceil_div(n_far, k), "eta": time.time() + FAR_FUTURE_S},
-                procs=k, budget=run.prefill_budget)
+    run.produce(
+        {"mode": "far", "n": _ceil_div(n_far, k), "eta": time.time() + FAR_FUTURE_S}, procs=k, budget=run.prefill_budget
+    )
     deadline = time.monotonic() + run.scale["timeout_s"]
     run.start_workers()
     try:
         run.warm_up(deadline)
     except BenchTimeout as e:
-        e.args = (f"warm-up: {e} in time: the consumer was still busy with the"
-                  f" {n_far} far-future jobs queued before it started",)
+        e.args = (
+            f"warm-up: {e} in time: the consumer was still busy with the"
+            f" {n_far} far-future jobs queued before it started",
+        )
         raise
     settle_s = _wait_quiet(run, deadline)
-    run.produce({"mode": "soon", "n": n_soon, "lead": run.scale["soon_lead_s"],
-                 "window": run.scale["soon_window_s"]})
+    run.produce({"mode": "soon", "n": n_soon, "lead": run.scale["soon_lead_s"], "window": run.scale["soon_window_s"]})
     c_wait, t_wait = run.worker_cpu(), time.time()
     try:
         stamps = run.wait_stamps(n_soon, deadline)
     except BenchTimeout as e:
         got = e.partial.get("stamps", [])
         busy = 100 * (run.worker_cpu() - c_wait) / (time.time() - t_wait)
-        e.partial = {"note": f"only {len(got)}/{n_soon} soon-due jobs ran in time",
-                     "settle_s": settle_s, "consumer_cpu_pct_while_waiting": busy}
+        e.partial = {
+            "note": f"only {len(got)}/{n_soon} soon-due jobs ran in time",
+            "settle_s": settle_s,
+            "consumer_cpu_pct_while_waiting": busy,
+        }
         if got:
             late = [(s - due) * 1000 for due, s in got]
             e.partial.update(lateness_p50_ms=percentile(late, 50))
         raise
     late = [(start - due) * 1000 for due, start in stamps]
-    out: dict[str, Any] = {"lateness_p50_ms": percentile(late, 50),
-                           "lateness_p99_ms": percentile(late, 99),
-                           "early_max_ms": max(0.0, -min(late)),
-                           "settle_s": settle_s, "far_jobs": n_far, "soon_jobs": n_soon}
+    out: dict[str, Any] = {
+        "lateness_p50_ms": percentile(late, 50),
+        "lateness_p99_ms": percentile(late, 99),
+        "early_max_ms": max(0.0, -min(late)),
+        "settle_s": settle_s,
+        "far_jobs": n_far,
+        "soon_jobs": n_soon,
+    }
     window = float(run.scale["idle_window_s"])
     redis_pid = _redis.server_pid() if run.peer.needs_redis else None
     c0, r0, t0 = run.worker_cpu(), _proc.cpu_seconds([redis_pid] if redis_pid else []), time.time()

@@ -59,10 +59,17 @@ class NotCSV(ArchiveError):
     """Not UTF-8 CSV, or the header lacks expected columns."""
 
 
-@spoolq.task(name="archiver.fetch", autoretry_for=(TransientError,), retry_backoff=BACKOFF_S, retry_jitter=True,
-             max_retries=MAX_RETRIES, result_ttl=RESULT_TTL_S)  # fmt: skip
-def fetch(url: str, dest: str, sha256: str | None = None, columns: list[str] | None = None,
-          max_bytes: int | None = None) -> dict:  # fmt: skip
+@spoolq.task(
+    name="archiver.fetch",
+    autoretry_for=(TransientError,),
+    retry_backoff=BACKOFF_S,
+    retry_jitter=True,
+    max_retries=MAX_RETRIES,
+    result_ttl=RESULT_TTL_S,
+)
+def fetch(
+    url: str, dest: str, sha256: str | None = None, columns: list[str] | None = None, max_bytes: int | None = None
+) -> dict:
     """Download ``url`` to ``dest`` if it checks out; return the receipt.
 
     Parameters:

@@ -66,8 +66,16 @@ class LoggingDisk(mfusepy.Operations):
         self._now = time.time_ns()
 
     def _attrs(self, mode: int, size: int, nlink: int = 1) -> dict[str, Any]:
-        return {"st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": os.getuid(), "st_gid": os.getgid(),
-                "st_atime": self._now, "st_mtime": self._now, "st_ctime": self._now}  # fmt: skip
+        return {
+            "st_mode": mode,
+            "st_nlink": nlink,
+            "st_size": size,
+            "st_uid": os.getuid(),
+            "st_gid": os.getgid(),
+            "st_atime": self._now,
+            "st_mtime": self._now,
+            "st_ctime": self._now,
+        }
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         if path == "/":
@@ -146,8 +154,14 @@ def main(argv: list[str]) -> int:
         return 2
     image, log_path, mountpoint = argv
     with open(log_path, "wb") as log:
-        mfusepy.FUSE(LoggingDisk(image, log), mountpoint, foreground=True, nothreads=True, direct_io=True,
-                     fsname="spoolq-powerloss")  # fmt: skip
+        mfusepy.FUSE(
+            LoggingDisk(image, log),
+            mountpoint,
+            foreground=True,
+            nothreads=True,
+            direct_io=True,
+            fsname="spoolq-powerloss",
+        )
     return 0
 
 

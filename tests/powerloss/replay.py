@@ -169,8 +169,9 @@ def crash_points(log: DeviceLog) -> list[CrashPoint]:
     return points
 
 
-def plan(log: DeviceLog, points: list[CrashPoint], subset_points: int, subsets: int,
-         rng: random.Random) -> dict[CrashState, list[CrashPoint]]:  # fmt: skip
+def plan(
+    log: DeviceLog, points: list[CrashPoint], subset_points: int, subsets: int, rng: random.Random
+) -> dict[CrashState, list[CrashPoint]]:
     """The crash states to check and, for each, the crash points it stands for.
 
     Every point gets the state with all unflushed writes dropped; points with the same durable
@@ -255,4 +256,3 @@ class ImageBuilder:
     def close(self) -> None:
         os.close(self._fd)
         self._path.unlink(missing_ok=True)
-

@@ -43,8 +43,9 @@ FILESYSTEMS = {
     # 4 KiB blocks as on any real disk (mke2fs picks 1 KiB for a "small" one); inode tables
     # and journal written by mkfs, not later by a kernel thread: the log holds only what the
     # workload caused.
-    "ext4": FsKind("ext4", ("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"),
-                   64 * MIB),
+    "ext4": FsKind(
+        "ext4", ("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"), 64 * MIB
+    ),
     # Every crash image carries the same UUID; nouuid lets XFS mount one while a stale record
     # of another is around.
     "xfs": FsKind("xfs", ("mkfs.xfs", "-q", "-f"), 300 * MIB, "nouuid"),
@@ -150,8 +151,12 @@ def start_logger(stack: contextlib.ExitStack, image: Path, log: Path, mountpoint
     mountpoint.mkdir(parents=True, exist_ok=True)
     err = open(f"{log}.err", "wb")  # noqa: SIM115 - closed by the stack
     stack.callback(err.close)
-    proc = subprocess.Popen([sys.executable, str(HERE / "fuse_logger.py"), str(image), str(log), str(mountpoint)],
-                            stderr=err, stdout=err, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "fuse_logger.py"), str(image), str(log), str(mountpoint)],
+        stderr=err,
+        stdout=err,
+        start_new_session=True,
+    )
     stack.callback(stop_logger, proc, mountpoint)
     deadline = time.monotonic() + HANG_S
     while not os.path.ismount(mountpoint):

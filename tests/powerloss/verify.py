@@ -101,20 +101,22 @@ class Figures:
     log_complete: bool = False
 
     def summary(self) -> str:
-        return "\n  ".join([
-            f"{self.fs}, fsync {'on' if self.fsync else 'off'}: {self.jobs} jobs, run {self.run_s:.1f} s",
-            f"crash points: {self.points} (after each of {self.acks} acknowledgements and each task start, "
-            "before each flush)",
-            f"crash states mounted: {self.states} ({self.subset_states} keeping a random torn subset of the "
-            "unflushed writes)",
-            f"jobs that started before their ack mark (so never required as not started): {self.ran_before_ack}",
-            f"acknowledged jobs lost: {len(self.lost)} not yet started, {len(self.lost_started)} started with an "
-            f"outcome to keep (at {self.losing_points} crash points); invalid job files: {len(self.invalid)}",
-            "required jobs found in two states, per image: "
-            + (", ".join(f"{pair} {n}" for pair, n in self.duplicates.most_common()) or "none"),
-            f"drained: {self.drains} crash states, {self.drained_jobs} required jobs; problems: "
-            f"{len(self.drain_problems)}",
-        ])  # fmt: skip
+        return "\n  ".join(
+            [
+                f"{self.fs}, fsync {'on' if self.fsync else 'off'}: {self.jobs} jobs, run {self.run_s:.1f} s",
+                f"crash points: {self.points} (after each of {self.acks} acknowledgements and each task start, "
+                "before each flush)",
+                f"crash states mounted: {self.states} ({self.subset_states} keeping a random torn subset of the "
+                "unflushed writes)",
+                f"jobs that started before their ack mark (so never required as not started): {self.ran_before_ack}",
+                f"acknowledged jobs lost: {len(self.lost)} not yet started, {len(self.lost_started)} started with an "
+                f"outcome to keep (at {self.losing_points} crash points); invalid job files: {len(self.invalid)}",
+                "required jobs found in two states, per image: "
+                + (", ".join(f"{pair} {n}" for pair, n in self.duplicates.most_common()) or "none"),
+                f"drained: {self.drains} crash states, {self.drained_jobs} required jobs; problems: "
+                f"{len(self.drain_problems)}",
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,9 @@ def required_at(marks: list[Mark], points: list[CrashPoint]) -> dict[CrashPoint,
     return out
 
 
-def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, subset_points: int, subsets: int,
-                    drains: int, seed: int) -> Figures:  # fmt: skip
+def check_recording(
+    stack: contextlib.ExitStack, rec: Recording, work: Path, *, subset_points: int, subsets: int, drains: int, seed: int
+) -> Figures:
     """Build, mount and check the crash states of a recording (see the module docstring).
 
     Parameters:
@@ -211,8 +214,9 @@ def check_recording(stack: contextlib.ExitStack, rec: Recording, work: Path, *, 
     return fig
 
 
-def _drain_sample(states: dict[CrashState, list[CrashPoint]], required: dict[CrashPoint, Required], n: int,
-                  rng: random.Random) -> set[CrashState]:  # fmt: skip
+def _drain_sample(
+    states: dict[CrashState, list[CrashPoint]], required: dict[CrashPoint, Required], n: int, rng: random.Random
+) -> set[CrashState]:
     """``n`` states that must hold jobs, half of them with torn unflushed writes kept."""
     holding = [s for s, pts in states.items() if any(required[p].unstarted | required[p].started for p in pts)]
     torn = [s for s in holding if s.kept]
@@ -233,9 +237,25 @@ def _drain(spool: Path, present: set[str], marks: Path) -> list[str]:
     problems: a required job that neither ran nor failed with a reason, a job left behind."""
     marks.write_bytes(b"")
     env = child_env(POWERLOSS_MARKS=str(marks), SPOOLQ_BURST_HORIZON="5")
-    proc = subprocess.Popen([sys.executable, "-m", "spoolq", "--spool", str(spool), "worker", "--burst",
-                             "-I", "powerloss_tasks", "-c", "2"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spoolq",
+            "--spool",
+            str(spool),
+            "worker",
+            "--burst",
+            "-I",
+            "powerloss_tasks",
+            "-c",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
         _, err = proc.communicate(timeout=HANG_S * 2)
     except subprocess.TimeoutExpired:

@@ -40,8 +40,9 @@ class Recording:
     seconds: float
 
 
-def record_run(stack: contextlib.ExitStack, work: Path, kind: FsKind, *, fsync: bool, producers: int,
-               jobs_per_producer: int) -> Recording:  # fmt: skip
+def record_run(
+    stack: contextlib.ExitStack, work: Path, kind: FsKind, *, fsync: bool, producers: int, jobs_per_producer: int
+) -> Recording:
     """Run the workload on a fresh ``kind`` filesystem and tear everything down again.
 
     Parameters:
@@ -70,9 +71,20 @@ def record_run(stack: contextlib.ExitStack, work: Path, kind: FsKind, *, fsync: 
         env = child_env(POWERLOSS_MARKS=marks, **({} if fsync else {"SPOOLQ_FSYNC": "false"}))
 
         def producer(prefix: str, count: int) -> subprocess.Popen[bytes]:
-            p = subprocess.Popen([sys.executable, str(Path(__file__).with_name("producer.py")), str(spool), marks,
-                                  prefix, str(count), *([] if fsync else ["--no-fsync"])],
-                                 env=env, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+            p = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("producer.py")),
+                    str(spool),
+                    marks,
+                    prefix,
+                    str(count),
+                    *([] if fsync else ["--no-fsync"]),
+                ],
+                env=env,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
             run_stack.callback(kill_group, p)
             return p
 
