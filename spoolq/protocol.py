@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -99,8 +99,9 @@ class Answer:
     fatal: bool = False
 
     def encode(self) -> bytes:
-        """The answer's bytes (unframed)."""
-        d = {k: v for k, v in asdict(self).items() if v not in (None, "", False, 0.0) or k == "kind"}
+        """The answer's bytes (unframed).  Fields at their default are left out; a falsy value
+        that is not the default (a result of 0, a countdown of 0, max_retries 0) is sent."""
+        d = {f.name: v for f in fields(self) if not _is_default(v := getattr(self, f.name), f.default)}
         d["kind"] = self.kind.value
         if self.eta is not None:
             d["eta"] = format_ts(self.eta)
@@ -118,6 +119,10 @@ class Answer:
                    new_args=d.get("new_args"), new_kwargs=d.get("new_kwargs"), max_retries=d.get("max_retries"),
                    duration_s=float(d.get("duration_s") or 0.0), discarded=bool(d.get("discarded")),
                    fatal=bool(d.get("fatal")))  # fmt: skip
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default
 
 
 def frame(data: bytes) -> bytes:
