@@ -66,8 +66,16 @@ def ready(spool: Spool, job_id: str, task: str, *args: object) -> tuple[Job, str
     return job, name
 
 
-def submit(pool: Pool, slot: Slot, job: Job, name: str, *, soft: float | None = None, hard: float | None = None,
-           discard: bool = True) -> None:  # fmt: skip
+def submit(
+    pool: Pool,
+    slot: Slot,
+    job: Job,
+    name: str,
+    *,
+    soft: float | None = None,
+    hard: float | None = None,
+    discard: bool = True,
+) -> None:
     pool.submit(slot, job, name, soft_limit=soft, hard_limit=hard, discard=discard)
     pool.flush()
 
@@ -127,8 +135,9 @@ def test_a_job_gone_from_ready_is_answered_gone_without_running(make_pool, spool
 # -- time limits on the stepped clock ---------------------------------------------------------
 
 
-def test_a_hard_limit_kills_the_child_when_the_clock_passes_it_and_the_slot_is_replaced(make_pool, spool, clock,
-                                                                                         tmp_path):  # fmt: skip
+def test_a_hard_limit_kills_the_child_when_the_clock_passes_it_and_the_slot_is_replaced(
+    make_pool, spool, clock, tmp_path
+):
     # Given a job with an hour's hard limit that sleeps (really) for a minute, running
     pool = make_pool()
     out = str(tmp_path / "ran")
