@@ -286,8 +286,10 @@ class Supervisor:
         if mono >= self._next_place_check:
             self._next_place_check = mono + PLACE_CHECK_INTERVAL_S
             self._check_place()
-        self.pool.enforce_limits(mono)
+        # Answers first: a job that answered before its deadline must not have its child
+        # killed, nor the job running after it charged with its limit.
         self._collect(now, ready)
+        self.pool.enforce_limits(mono)
         if self.stopping:
             self._handle_stop(mono)
         else:
