@@ -24,7 +24,7 @@ from worker_helpers import HANG_S, wait_for
 from worker_tasks import lines
 
 import spoolq.pool
-from spoolq.bookkeeping import INGEST
+from spoolq.bookkeeping import INGEST, SETTLE
 from spoolq.clock import StepClock
 from spoolq.job import Job
 from spoolq.layout import ACTIVE, DELAYED, FAILED, NEW, READY, job_name, plain_name, timed_name
@@ -378,3 +378,45 @@ def test_taking_jobs_in_backs_off_on_the_clock_while_ready_cannot_be_written(
     assert any(r.getMessage().startswith(f"recovered: {INGEST} works again") for r in caplog.records)
     tick_until(sup, clock, lambda: lines(out), "the job to run")
     assert len([r for r in caplog.records if "cannot take in" in r.getMessage()]) == 1
+
+
+def test_recording_an_outcome_backs_off_on_the_clock_and_the_job_waits_in_active(make_sup, producer, clock, tmp_path):
+    # Given a running supervisor whose delayed/ is removed and replaced by a file, and a job
+    # that asks to be retried (so its outcome is a record in delayed/)
+    out = str(tmp_path / "ran")
+    sup = make_sup(rescan_interval=HOUR)
+    sup.tick(clock.now())
+    delayed_dir = sup.spool.dir(DELAYED)
+    os.rmdir(delayed_dir)
+    delayed_dir.write_bytes(b"in the way")
+    enqueue(producer, "r", "wt.retry", out, "r")
+    sup.intake.signalled = True
+    # When it runs and answers, Then its outcome cannot be recorded: it waits in active/
+    tick_until(sup, clock, lambda: SETTLE in sup.faults.streaks, "the outcome to fail")
+    streak = sup.faults.streaks[SETTLE]
+    assert streak.count == 1
+    assert names(sup, ACTIVE) == [plain_name("r")]
+    assert len(sup.outcomes.unsettled) == 1
+    # When ticks come before the backoff is over, Then it is not tried again
+    clock.advance(0.4)
+    sup.tick(clock.now())
+    assert streak.count == 1
+    # When it is over, Then it is tried (and fails) once more
+    clock.advance(0.2)
+    sup.tick(clock.now())
+    assert streak.count == 2
+    # When delayed/ can be made again and the (doubled) backoff is over
+    delayed_dir.unlink()
+    clock.advance(0.9)
+    sup.tick(clock.now())
+    assert streak.count == 2 and names(sup, ACTIVE) == [plain_name("r")]
+    clock.advance(0.2)
+    sup.tick(clock.now())
+    # Then the retry is recorded once, charged once, and the job left active/
+    assert SETTLE not in sup.faults.streaks
+    assert sup.outcomes.unsettled == []
+    assert names(sup, ACTIVE) == []
+    [record] = [sup.spool.read(DELAYED, n) for n in names(sup, DELAYED)]
+    assert record.retries == 1
+    assert [e["message"] for e in record.errors] == ["transient 0"]
+    assert lines(out) == ["r 0"]
