@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any
 
 import pytest
 from worker_helpers import HANG_S, wait_for
@@ -47,8 +48,8 @@ def make_pool(spool: Spool, clock: StepClock) -> Iterator:
     """Start a real pool on the spool and the stepped clock; stopped at the end."""
     pools: list[Pool] = []
 
-    def make(size: int = 1, **options: object) -> Pool:
-        pool = Pool(size, ["worker_tasks"], spool_root=str(spool.path), fsync=False, clock=clock, **options)  # type: ignore[arg-type]
+    def make(size: int = 1, **options: Any) -> Pool:
+        pool = Pool(size, ["worker_tasks"], spool_root=str(spool.path), fsync=False, clock=clock, **options)
         pool.start()
         pools.append(pool)
         return pool

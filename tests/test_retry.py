@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,19 +29,19 @@ def _noop() -> None:
     """The function behind the tasks of these tests (never called)."""
 
 
-def task(**policy: object) -> Task:
+def task(**policy: Any) -> Task:
     """A task with the given policy (``Task``'s keyword arguments)."""
-    return Task(_noop, name="t.policy", **policy)  # type: ignore[arg-type]
+    return Task(_noop, name="t.policy", **policy)
 
 
-def job(**fields: object) -> Job:
+def job(**fields: Any) -> Job:
     """A job of ``t.policy`` enqueued at T0, with the given fields."""
-    return Job(id="j1", task="t.policy", args=[1], kwargs={"k": "v"}, enqueued_at=T0, **fields)  # type: ignore[arg-type]
+    return Job(id="j1", task="t.policy", args=[1], kwargs={"k": "v"}, enqueued_at=T0, **fields)
 
 
-def error(kind: Kind = Kind.ERROR, **fields: object) -> Answer:
+def error(kind: Kind = Kind.ERROR, **fields: Any) -> Answer:
     """An answer of ``kind`` carrying a ValueError."""
-    return Answer(kind, exc_type="ValueError", message="bad input", traceback="Traceback...", **fields)  # type: ignore[arg-type]
+    return Answer(kind, exc_type="ValueError", message="bad input", traceback="Traceback...", **fields)
 
 
 def delay_s(decision_due: datetime | None) -> float:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import files_in
@@ -27,7 +28,7 @@ import spoolq.pool
 from spoolq.bookkeeping import INGEST, SETTLE
 from spoolq.clock import StepClock
 from spoolq.job import Job
-from spoolq.layout import ACTIVE, DELAYED, FAILED, NEW, READY, job_name, plain_name, timed_name
+from spoolq.layout import ACTIVE, DELAYED, DONE, FAILED, NEW, READY, job_name, parse_name, plain_name, timed_name
 from spoolq.registry import discover
 from spoolq.spool import Spool
 from spoolq.supervisor import BARRIER_INTERVAL_S, Supervisor
@@ -54,10 +55,10 @@ def make_sup(spool_dir: Path, clock: StepClock) -> Iterator[Callable[..., Superv
     """Start a supervisor on the spool and the stepped clock; closed at the end."""
     started: list[Supervisor] = []
 
-    def make(**options: object) -> Supervisor:
+    def make(**options: Any) -> Supervisor:
         options.setdefault("concurrency", 1)
         registry = discover(["worker_tasks"], use_entry_points=False)
-        sup = Supervisor(Spool(spool_dir, fsync=False), registry, clock=clock, **options)  # type: ignore[arg-type]
+        sup = Supervisor(Spool(spool_dir, fsync=False), registry, clock=clock, **options)
         sup.start()
         started.append(sup)
         return sup
@@ -67,8 +68,8 @@ def make_sup(spool_dir: Path, clock: StepClock) -> Iterator[Callable[..., Superv
         sup.close()
 
 
-def enqueue(producer: Spool, job_id: str, task: str, *args: object, **fields: object) -> Job:
-    job = Job(id=job_id, task=task, args=list(args), enqueued_at=T0, **fields)  # type: ignore[arg-type]
+def enqueue(producer: Spool, job_id: str, task: str, *args: object, **fields: Any) -> Job:
+    job = Job(id=job_id, task=task, args=list(args), enqueued_at=T0, **fields)
     producer.publish(job)
     return job
 
@@ -113,28 +114,25 @@ def test_a_delayed_job_is_promoted_when_the_clock_reaches_its_due_time_not_befor
     assert sup.index.next_due() is None
 
 
-def test_delayed_jobs_are_promoted_in_due_order_as_the_clock_passes_each(make_sup, producer, clock, tmp_path):
-    out = str(tmp_path / "ran")
-    for i, s in enumerate((30, 10, 20)):
-        enqueue(producer, f"d{s}", "wt.keep", i, s, eta=T0 + timedelta(seconds=s))
+def test_delayed_jobs_are_promoted_in_due_order_as_the_clock_passes_each(make_sup, producer, clock):
+    # Given three jobs due 30 s, 10 s and 20 s from now (each keeps its result in done/)
+    for s in (30, 10, 20):
+        enqueue(producer, f"d{s}", "wt.keep", s, 0, eta=T0 + timedelta(seconds=s))
     sup = make_sup()
-    seen = []
-    for step in range(1, 31):
+    # When the clock moves one second per tick
+    left_at: dict[str, int] = {}
+    for second in range(1, 31):
         clock.advance(1)
         sup.tick(clock.now())
-        promoted = sorted(set(f"d{s}" for s in (10, 20, 30)) - {n[:-5].split("-", 1)[1] for n in names(sup, DELAYED)})
-        seen.append((step, promoted))
-    # Each left delayed/ at the tick its due time was reached, not earlier
-    assert [p for step, p in seen if step in (9, 10, 19, 20, 29, 30)] == [
-        [],
-        ["d10"],
-        ["d10"],
-        ["d10", "d20"],
-        ["d10", "d20"],
-        ["d10", "d20", "d30"],
-    ]
-    tick_until(sup, clock, lambda: len(names(sup, "done")) == 3, "the three results")
-    assert lines(out) == []
+        waiting = {parse_name(DELAYED, n)[0] for n in names(sup, DELAYED)}
+        for job_id in {"d10", "d20", "d30"} - waiting:
+            left_at.setdefault(job_id, second)
+    # Then each left delayed/ at the tick its due time was reached, not earlier
+    assert left_at == {"d10": 10, "d20": 20, "d30": 30}
+    # And each ran once and kept its result
+    tick_until(sup, clock, lambda: len(names(sup, DONE)) == 3, "the three results")
+    results = {job.id: job.result for job in (sup.spool.read(DONE, n) for n in names(sup, DONE))}
+    assert results == {"d10": {"sum": 10}, "d20": {"sum": 20}, "d30": {"sum": 30}}
 
 
 # -- taking in new/ -----------------------------------------------------------------------------
