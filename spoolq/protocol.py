@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -69,18 +69,10 @@ class JobMessage:
         """Read a message; raises ValueError or KeyError on a malformed one."""
         d = json.loads(data)
         eta = d.get("eta")
-        return cls(
-            id=d["id"],
-            task=d["task"],
-            args=d.get("args", []),
-            kwargs=d.get("kwargs", {}),
-            retries=d.get("retries", 0),
-            eta=parse_ts(eta) if eta else None,
-            max_retries=d.get("max_retries"),
-            soft_time_limit=d.get("soft_time_limit"),
-            claim=d.get("claim"),
-            discard=bool(d.get("discard")),
-        )
+        return cls(id=d["id"], task=d["task"], args=d.get("args", []), kwargs=d.get("kwargs", {}),
+                   retries=d.get("retries", 0), eta=parse_ts(eta) if eta else None, max_retries=d.get("max_retries"),
+                   soft_time_limit=d.get("soft_time_limit"), claim=d.get("claim"),
+                   discard=bool(d.get("discard")))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,34 +99,30 @@ class Answer:
     fatal: bool = False
 
     def encode(self) -> bytes:
-        """The answer's bytes (unframed); fields left at None are left out (a result of 0,
-        ``False`` or ``""``, a countdown of 0, a retry budget of 0 all cross as they are)."""
-        d = {k: v for k, v in asdict(self).items() if v is not None}
+        """The answer's bytes (unframed).  Fields at their default are left out; a falsy value
+        that is not the default (a result of 0, a countdown of 0, max_retries 0) is sent."""
+        d = {f.name: v for f in fields(self) if not _is_default(v := getattr(self, f.name), f.default)}
         d["kind"] = self.kind.value
         if self.eta is not None:
             d["eta"] = format_ts(self.eta)
+        if "result" not in d and self.kind is Kind.SUCCESS:
+            d["result"] = None
         return encode_json(d)
 
     @classmethod
     def decode(cls, data: bytes) -> Answer:
         """Read an answer; raises ValueError or KeyError on a malformed one."""
         d = json.loads(data)
-        return cls(
-            kind=Kind(d["kind"]),
-            result=d.get("result"),
-            exc_type=d.get("exc_type", ""),
-            message=d.get("message", ""),
-            traceback=d.get("traceback", ""),
-            autoretry=bool(d.get("autoretry")),
-            countdown=d.get("countdown"),
-            eta=parse_ts(d["eta"]) if d.get("eta") else None,
-            new_args=d.get("new_args"),
-            new_kwargs=d.get("new_kwargs"),
-            max_retries=d.get("max_retries"),
-            duration_s=float(d.get("duration_s") or 0.0),
-            discarded=bool(d.get("discarded")),
-            fatal=bool(d.get("fatal")),
-        )
+        return cls(kind=Kind(d["kind"]), result=d.get("result"), exc_type=d.get("exc_type", ""),
+                   message=d.get("message", ""), traceback=d.get("traceback", ""), autoretry=bool(d.get("autoretry")),
+                   countdown=d.get("countdown"), eta=parse_ts(d["eta"]) if d.get("eta") else None,
+                   new_args=d.get("new_args"), new_kwargs=d.get("new_kwargs"), max_retries=d.get("max_retries"),
+                   duration_s=float(d.get("duration_s") or 0.0), discarded=bool(d.get("discarded")),
+                   fatal=bool(d.get("fatal")))  # fmt: skip
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default
 
 
 def frame(data: bytes) -> bytes:

@@ -192,9 +192,7 @@ class Supervisor:
         self.wakeups.install_signals(self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.stopping:
-            self.stop_now = True
-        self.stopping = True
+        self.stop_now, self.stopping = self.stopping, True  # the second signal: stop now
 
     def run(self) -> int:
         """Run until stopped (or, with ``burst``, until idle); returns the exit status."""
@@ -229,8 +227,7 @@ class Supervisor:
                 self.faults.ok(LOOP, self.clock.mono())
 
     def _lose_place(self, exc: SpoolGone) -> None:
-        """The spool is no longer at its path: stop taking work (running jobs finish and are
-        recorded in the spool where it now is) and exit with status 3."""
+        """Stop taking work (running jobs finish, recorded where the spool now is); exit 3."""
         if self.exit_status != EXIT_SPOOL:
             log.error("%s; this worker stops taking jobs and exits (status %d)", exc, EXIT_SPOOL)
         self.exit_status = EXIT_SPOOL
@@ -277,8 +274,10 @@ class Supervisor:
         if mono >= self._next_place_check:
             self._next_place_check = mono + PLACE_CHECK_INTERVAL_S
             self._check_place()
-        self.pool.enforce_limits(mono)
+        # Answers first: a job that answered before its deadline must not have its child
+        # killed, nor the job running after it charged with its limit.
         self._collect(now, ready)
+        self.pool.enforce_limits(mono)
         if self.stopping:
             self._handle_stop(mono)
         else:

@@ -154,7 +154,7 @@ class SpoolMachine(RuleBasedStateMachine):
         old.pool.stop()
         old.wakeups.watcher.stop()
         old.lock.release()
-        old.waker.close()
+        old.wakeups.waker.close()
         old.spool.close()
         old.started = False
         self.sup = self._new_supervisor()
