@@ -143,14 +143,21 @@ def fail_loudly(self, path: str, token: str, pad: str) -> None:
 
 def _fork_sleeper(path: str, token: str, seconds: float) -> int:
     """Fork a grandchild that notes ``grandchild token pid`` and sleeps; it keeps every
-    descriptor the pool child had (its pipe to the supervisor too), as a bare fork does."""
+    descriptor the pool child had (its pipe to the supervisor too), as a bare fork does.
+    Returns once the grandchild has noted itself, so that a test can always find its pid."""
+    noted_r, noted_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
+            os.close(noted_r)
             note(path, f"grandchild {token} {os.getpid()}")
+            os.close(noted_w)
             time.sleep(seconds)
         finally:
             os._exit(0)
+    os.close(noted_w)
+    os.read(noted_r, 1)  # returns (empty) when the grandchild closed its end: it has noted
+    os.close(noted_r)
     return pid
 
 
