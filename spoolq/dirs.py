@@ -15,7 +15,7 @@ import itertools
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,24 +216,21 @@ class Dirs:
             return name, self.fd(state)
         return f"{self._root}/{state}/{name}", None
 
-    def twice(self, states: Iterable[str], op: Callable[[], Any]) -> Any:
-        """Run ``op``; after ENOENT, once more if one of ``states`` had lost its directory."""
-        try:
-            return op()
-        except FileNotFoundError:
-            if self._root_fd is None or not any([self._reopen(s) for s in states]):
-                raise
-        return op()
+    def lost(self, *states: str) -> bool:
+        """After ENOENT from an operation in ``states``: whether one of them had lost its
+        directory and is now open (made) again, so that the operation may be tried once more."""
+        return self._root_fd is not None and any([self._reopen(s) for s in states])
 
     def open(self, state: str, name: str, flags: int, mode: int = 0o777) -> int:
-        """``open`` a file of a state (see :meth:`twice`); raises OSError."""
-
-        def op() -> int:
-            where, dir_fd = self.at(state, name)
+        """``open`` a file of a state (once more if its directory was lost); raises OSError."""
+        where, dir_fd = self.at(state, name)
+        try:
             return os.open(where, flags, mode, dir_fd=dir_fd)
-
-        fd: int = self.twice((state,), op)
-        return fd
+        except FileNotFoundError:
+            if not self.lost(state):
+                raise
+        where, dir_fd = self.at(state, name)
+        return os.open(where, flags, mode, dir_fd=dir_fd)
 
     def listing(self, state: str) -> Any:
         """A ``scandir`` iterator over a state directory; FileNotFoundError if it is missing
@@ -241,7 +238,12 @@ class Dirs:
         if self._root_fd is None:
             return os.scandir(f"{self._root}/{state}")
         # A description of its own: two listings of one directory must not share an offset.
-        fd = self.twice((state,), lambda: os.open(".", O_DIR, dir_fd=self.fd(state)))
+        try:
+            fd = os.open(".", O_DIR, dir_fd=self.fd(state))
+        except FileNotFoundError:
+            if not self.lost(state):
+                raise
+            fd = os.open(".", O_DIR, dir_fd=self.fd(state))
         try:
             return os.scandir(fd)
         finally:

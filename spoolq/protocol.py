@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,20 +59,40 @@ class JobMessage:
     discard: bool = False
 
     def encode(self) -> bytes:
-        """The message's bytes (unframed)."""
-        d = asdict(self)
-        d["eta"] = format_ts(self.eta) if self.eta else None
-        return encode_json(d)
+        """The message's bytes (unframed).  Written out field by field: this runs once per
+        job in the supervisor, where ``dataclasses.asdict`` (a deep copy) cost 10 % of a job."""
+        return encode_json(
+            {
+                "id": self.id,
+                "task": self.task,
+                "args": self.args,
+                "kwargs": self.kwargs,
+                "retries": self.retries,
+                "eta": format_ts(self.eta) if self.eta else None,
+                "max_retries": self.max_retries,
+                "soft_time_limit": self.soft_time_limit,
+                "claim": self.claim,
+                "discard": self.discard,
+            }
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> JobMessage:
         """Read a message; raises ValueError or KeyError on a malformed one."""
         d = json.loads(data)
         eta = d.get("eta")
-        return cls(id=d["id"], task=d["task"], args=d.get("args", []), kwargs=d.get("kwargs", {}),
-                   retries=d.get("retries", 0), eta=parse_ts(eta) if eta else None, max_retries=d.get("max_retries"),
-                   soft_time_limit=d.get("soft_time_limit"), claim=d.get("claim"),
-                   discard=bool(d.get("discard")))  # fmt: skip
+        return cls(
+            id=d["id"],
+            task=d["task"],
+            args=d.get("args", []),
+            kwargs=d.get("kwargs", {}),
+            retries=d.get("retries", 0),
+            eta=parse_ts(eta) if eta else None,
+            max_retries=d.get("max_retries"),
+            soft_time_limit=d.get("soft_time_limit"),
+            claim=d.get("claim"),
+            discard=bool(d.get("discard")),
+        )
 
 
 @dataclass(frozen=True)
@@ -101,28 +121,50 @@ class Answer:
     def encode(self) -> bytes:
         """The answer's bytes (unframed).  Fields at their default are left out; a falsy value
         that is not the default (a result of 0, a countdown of 0, max_retries 0) is sent."""
-        d = {f.name: v for f in fields(self) if not _is_default(v := getattr(self, f.name), f.default)}
-        d["kind"] = self.kind.value
+        d: dict[str, Any] = {"kind": self.kind.value}
+        if self.duration_s:
+            d["duration_s"] = self.duration_s
+        if self.kind is Kind.SUCCESS or self.result is not None:
+            d["result"] = self.result
+        for key in ("exc_type", "message", "traceback"):
+            if text := getattr(self, key):
+                d[key] = text
+        for key in ("autoretry", "discarded", "fatal"):
+            if getattr(self, key):
+                d[key] = True
+        for key in ("countdown", "new_args", "new_kwargs", "max_retries"):
+            if (value := getattr(self, key)) is not None:
+                d[key] = value
         if self.eta is not None:
             d["eta"] = format_ts(self.eta)
-        if "result" not in d and self.kind is Kind.SUCCESS:
-            d["result"] = None
         return encode_json(d)
 
     @classmethod
     def decode(cls, data: bytes) -> Answer:
         """Read an answer; raises ValueError or KeyError on a malformed one."""
         d = json.loads(data)
-        return cls(kind=Kind(d["kind"]), result=d.get("result"), exc_type=d.get("exc_type", ""),
-                   message=d.get("message", ""), traceback=d.get("traceback", ""), autoretry=bool(d.get("autoretry")),
-                   countdown=d.get("countdown"), eta=parse_ts(d["eta"]) if d.get("eta") else None,
-                   new_args=d.get("new_args"), new_kwargs=d.get("new_kwargs"), max_retries=d.get("max_retries"),
-                   duration_s=float(d.get("duration_s") or 0.0), discarded=bool(d.get("discarded")),
-                   fatal=bool(d.get("fatal")))  # fmt: skip
+        kind = _KINDS.get(d["kind"])
+        if kind is None:
+            raise ValueError(f"unknown kind of answer: {d['kind']!r}")
+        return cls(
+            kind=kind,
+            result=d.get("result"),
+            exc_type=d.get("exc_type", ""),
+            message=d.get("message", ""),
+            traceback=d.get("traceback", ""),
+            autoretry=bool(d.get("autoretry")),
+            countdown=d.get("countdown"),
+            eta=parse_ts(d["eta"]) if d.get("eta") else None,
+            new_args=d.get("new_args"),
+            new_kwargs=d.get("new_kwargs"),
+            max_retries=d.get("max_retries"),
+            duration_s=float(d.get("duration_s") or 0.0),
+            discarded=bool(d.get("discarded")),
+            fatal=bool(d.get("fatal")),
+        )
 
 
-def _is_default(value: Any, default: Any) -> bool:
-    return type(value) is type(default) and value == default
+_KINDS = {kind.value: kind for kind in Kind}  # a dict lookup: Kind(value) is slow per answer
 
 
 def frame(data: bytes) -> bytes:

@@ -119,17 +119,23 @@ def drop_twins(spool: Spool) -> list[str]:
     the names removed, as ``state/name``.  Only a file whose every name is in ``new/``,
     ``delayed/``, ``ready/`` or ``active/`` is touched (a link from elsewhere may belong
     outside the spool, and is refused as before)."""
-    names: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
-    links: dict[tuple[int, int], int] = {}
+    # The listings carry each name's inode number: only names that share one are looked at,
+    # so a start with a million jobs queued costs no lstat per job.
+    by_inode: dict[int, list[tuple[int, str, str]]] = {}
     for rank, state in enumerate(_MOVE_ORDER):
         for e in spool.scan(state):
+            by_inode.setdefault(e.inode, []).append((rank, state, e.name))
+    names: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+    links: dict[tuple[int, int], int] = {}
+    for candidates in (c for c in by_inode.values() if len(c) > 1):
+        for rank, state, name in candidates:
             try:
-                st = spool.lstat(state, e.name)
+                st = spool.lstat(state, name)
             except JobGone:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
-                names.setdefault(key, []).append((rank, state, e.name))
+                names.setdefault(key, []).append((rank, state, name))
                 links[key] = st.st_nlink
     removed = []
     for key, found in names.items():

@@ -46,6 +46,7 @@ class Entry:
     job_id: str | None  # None when the name is not a job's name
     when: datetime | None  # due time (delayed), ready time (ready), failure time (failed)
     path: Path  # for people: where to look with ls and cat
+    inode: int = 0  # from the listing (no stat): names that share one are one file
 
 
 class Store:
@@ -244,7 +245,7 @@ class Store:
         with it:
             for de in it:
                 job_id, when = parse_name(state, de.name)
-                yield Entry(state, de.name, job_id, when, base / de.name)
+                yield Entry(state, de.name, job_id, when, base / de.name, de.inode())
 
     def names(self, state: str, limit: int | None = None) -> list[str]:
         """Up to ``limit`` file names of a state, unsorted.  Raises SpoolError."""
@@ -272,18 +273,20 @@ class Store:
     # -- moves ---------------------------------------------------------------------------
 
     def _rename(self, state: str, name: str, to_state: str, to_name: str, *, replace: bool = False) -> None:
-        def rename() -> None:
-            src, src_fd = self.dirs.at(state, name)
-            dst, dst_fd = self.dirs.at(to_state, to_name)
-            if replace:
-                os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-            else:
-                rename_noreplace(src, dst, src_fd, dst_fd)
-
-        try:
-            self.dirs.twice((to_state, state), rename)
-        except OSError as exc:
-            raise os_error(exc, f"cannot move {state}/{printable(name)} to {to_state}/") from None
+        for attempt in (1, 2):  # once more if a state had lost its directory
+            try:
+                src, src_fd = self.dirs.at(state, name)
+                dst, dst_fd = self.dirs.at(to_state, to_name)
+                if replace:
+                    os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                else:
+                    rename_noreplace(src, dst, src_fd, dst_fd)
+                return
+            except FileNotFoundError as exc:
+                if attempt == 2 or not self.dirs.lost(to_state, state):
+                    raise os_error(exc, f"cannot move {state}/{printable(name)} to {to_state}/") from None
+            except OSError as exc:
+                raise os_error(exc, f"cannot move {state}/{printable(name)} to {to_state}/") from None
 
     def move(self, state: str, name: str, to_state: str, to_name: str) -> None:
         """Rename a file into another state; its directories are flushed by the next

@@ -24,7 +24,7 @@ from ..registry import Registry, load_for_command
 from ..spool import Spool
 from .group import EXIT_JOB, EXIT_SPOOL, Options, main, pass_options
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("spoolq.worker")  # the command's own lines; the loop's are spoolq.supervisor's
 
 _LOGLEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
 
@@ -192,7 +192,7 @@ def run_worker(config: Config, *, includes: Sequence[str] = (), burst: bool = Fa
             click.echo(f"Error: {exc}", err=True)
             return EXIT_SPOOL
         sup.install_signal_handlers()
-        log.info("ready: %d task(s), pool pids %s", len(registry.names()), sup.pool.pids())
+        log.info("ready: %d task(s), pool children %s", len(registry.names()), sup.pool.pids())
         try:
             status = sup.run()
         finally:
