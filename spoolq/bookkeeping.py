@@ -28,13 +28,14 @@ log = logging.getLogger("spoolq.supervisor")
 EventHook = Callable[[str, Job | None, str], None]
 
 # The steps that touch the disk, as the I/O-failure policy (spoolq.faults) names them in logs.
-INGEST, SETTLE, CLAIM, PROMOTE, TO_FAILED, FLUSH, LOOP = (
+INGEST, SETTLE, CLAIM, PROMOTE, TO_FAILED, FLUSH, PLACE, LOOP = (
     "taking jobs in from new/",
     "recording outcomes",
     "claiming jobs from ready/",
     "promoting due delayed/ jobs",
     "writing to failed/",
     "flushing directories",
+    "checking the spool's directories",
     "the supervisor loop",
 )
 
@@ -62,6 +63,18 @@ class Bookkeeper:
     def moved(self) -> None:
         """Note that a job moved: the supervisor is making progress."""
         self.progress_at = self.clock.mono()
+
+    def stalled(self, limit_s: float) -> bool:
+        """Whether I/O has kept failing and nothing has moved for ``limit_s`` seconds (then
+        ``--burst`` gives up rather than wait for ever); the log line says how long."""
+        if not self.faults:
+            return False
+        mono = self.clock.mono()
+        since = max(self.progress_at, self.faults.failing_since() or mono)
+        if mono - since < limit_s:
+            return False
+        log.error("no progress for %.0f s while I/O keeps failing", mono - since)
+        return True
 
     def emit(self, event: str, job: Job | None, detail: str = "") -> None:
         """Tell the event hook, if any (counted events go through :meth:`count`)."""

@@ -99,7 +99,7 @@ class Dispatcher:
             return
         if self.index.wants_refill():
             try:
-                self.index.refill()
+                self.index.refill(self.pool.handed())
             except SpoolError as exc:
                 self.faults.failed(CLAIM, f"cannot list ready/: {exc}", mono)
                 return

@@ -101,15 +101,16 @@ class Index:
         """Whether names wait on disk and the window is half drained."""
         return self._spilled and len(self._ready) < self.window // 2
 
-    def refill(self) -> None:
-        """Index the first names of ``ready/`` in dispatch order, up to the window.
-        Raises SpoolError if ``ready/`` cannot be listed."""
+    def refill(self, handed: set[str] | frozenset[str] = frozenset()) -> None:
+        """Index the first names of ``ready/`` in dispatch order, up to the window, but those
+        in ``handed`` (given to a child that has not claimed them yet: indexed again, they
+        would be handed out twice).  Raises SpoolError if ``ready/`` cannot be listed."""
         room = self.window - len(self._ready)
         if room < 0:  # the window overflowed: keep its first names, the rest wait on disk
             self._ready = heapq.nsmallest(self.window, self._ready)  # a sorted list is a heap
             self._spilled = True
         else:
-            indexed = set(self._ready)
+            indexed = set(self._ready) | handed
             # A cheap filter: a foreign name that slips through is refused at dispatch.
             names = (n for n in self.spool.names(READY) if n.endswith(JSON) and n not in indexed)
             extra = heapq.nsmallest(room + 1, names)  # one more than fits: do more remain?

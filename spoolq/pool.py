@@ -186,6 +186,10 @@ class Pool:
         cap = self.capacity()
         return sorted((s for s in self.slots if len(s.queue) < cap), key=lambda s: len(s.queue))
 
+    def handed(self) -> set[str]:
+        """The ``ready/`` names handed to children and not yet answered for."""
+        return {name for s in self.slots for _, _, name in s.queue}
+
     def busy(self) -> list[Slot]:
         """The slots running a job."""
         return [s for s in self.slots if s.busy]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .bookkeeping import CLAIM, FLUSH, LOOP, Bookkeeper, EventHook
+from .bookkeeping import CLAIM, FLUSH, LOOP, PLACE, Bookkeeper, EventHook
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
 from .errors import SpoolError, SpoolGone
@@ -301,6 +301,9 @@ class Supervisor:
         except SpoolGone as exc:
             self._lose_place(exc)
             return
+        except SpoolError as exc:  # a state directory replaced by a file, say: the steps back off
+            self.faults.failed(PLACE, f"cannot check the spool's directories: {exc}", self.clock.mono())
+            return
         if self.wakeups.follow(self.spool.identity_of(NEW)):
             self.intake.signalled = True
 
@@ -340,17 +343,10 @@ class Supervisor:
             return not self.pool.busy()
         if not self.burst:
             return False
-        if self.faults and not self.pool.busy():
-            mono = self.clock.mono()
-            stalled_since = max(self.books.progress_at, self.faults.failing_since() or mono)
-            if mono - stalled_since >= BURST_STALL_S:
-                log.error(
-                    "giving up (--burst): no progress for %.0f s while I/O keeps failing: %s",
-                    mono - stalled_since,
-                    self.faults.describe(),
-                )
-                self.exit_status = EXIT_SPOOL
-                return True
+        if not self.pool.busy() and self.books.stalled(BURST_STALL_S):
+            log.error("giving up (--burst): %s", self.faults.describe())
+            self.exit_status = EXIT_SPOOL
+            return True
         if self.pool.busy() or len(self.index) or self.outcomes.unsettled or self.intake.waiting():
             return False
         due = self.index.next_due()
